@@ -97,7 +97,8 @@ def _load_gt(gt: Any) -> dict:
         if isinstance(copy.get("annotations"), list):
             copy["annotations"] = [dict(a) if isinstance(a, Mapping) else a for a in copy["annotations"]]
         return copy
-    raise VTError(f"ground truth must be a COCO JSON path, dict or COCO object, got {type(gt).__name__}")
+    raise VTError("ground truth is not COCO ground truth: expected a JSON path, a dict with images, annotations "
+                  f"and categories, or a COCO object; got a {type(gt).__name__}")
 
 
 def _load_results(predictions: Any) -> Any:
