@@ -295,3 +295,13 @@ def test_model_free_path_does_not_import_torch(tmp_path):
             "print('HEAVY', sorted(heavy), rc)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY [] 0" in out
+
+
+def test_segm_gt_needs_masks_and_image_sizes():
+    gt, res = make_segm_case()
+    gt["annotations"][4]["segmentation"] = []  # pycocotools would stop with an IndexError
+    with pytest.raises(VTError, match="first is entry 4: annotation needs polygons"):
+        evaluate_coco(gt, res, iou_type="segm")
+    del gt["images"][1]["height"]
+    with pytest.raises(VTError, match="first is entry 1: image 4 needs integer height and width"):
+        evaluate_coco(gt, res, iou_type="segm")

@@ -44,7 +44,7 @@ def eval_results_file(*, gt: str | os.PathLike, predictions: str | os.PathLike, 
     counts = result["counts"]
     details = {"ground truth": os.fspath(gt), "results": os.fspath(predictions), "IoU type": iou_type,
                "backend": backend, "images": counts["images"], "categories": counts["categories"],
-               "ground-truth objects": f"{counts['gt']} (+ {counts['crowd']} crowd regions, ignored)",
+               "ground-truth objects": f"{counts['gt']} (+ {counts['crowd']} crowd regions: detections on them count neither way)",
                "detections": counts["detections"], "evaluation time": f"{elapsed:.2f} s"}
     out_dir = Path(out) if out else default_out_dir(predictions)
 

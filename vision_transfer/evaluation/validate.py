@@ -121,8 +121,8 @@ def _gt_ann_problem(iou_type: str) -> Callable[[Any], str | None]:
         if iou_type == "bbox":
             return _bbox_problem(a.get("bbox"))
         seg = a.get("segmentation")
-        if not isinstance(seg, (list, Mapping)):
-            return "annotation needs a polygon list or RLE 'segmentation' for segm evaluation"
+        if not isinstance(seg, (list, Mapping)) or (isinstance(seg, list) and not seg):
+            return "annotation needs polygons (a non-empty list) or an RLE 'segmentation' for segm evaluation"
         return None
     return problem
 
