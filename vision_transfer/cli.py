@@ -104,7 +104,7 @@ def _run(args: argparse.Namespace) -> int:
     if cmd in ("train", "eval", "study"):
         from .config import load_config
 
-        cfg = load_config(args.task, path=args.config, overrides=args.overrides)
+        cfg = load_config(args.task, path=args.config, overrides=args.overrides)  # validates eval's keys too
         if cmd == "train":
             from .api import train_from_config
 
@@ -117,9 +117,10 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         if not args.checkpoint:
             raise VTError("vt eval needs --checkpoint CKPT (or, for detection, --gt and --predictions)")
-        from .api import evaluate_from_config
+        from .api import evaluate_checkpoint
 
-        evaluate_from_config(cfg, checkpoint=args.checkpoint, out=args.out)
+        evaluate_checkpoint(args.task, checkpoint=args.checkpoint, config=args.config, overrides=args.overrides,
+                            out=args.out)
         return 0
     if cmd == "predict":
         from .api import predict

@@ -1,0 +1,260 @@
+"""The Python API behind the CLI: `train`, `evaluate`, `predict`, `build_model`.
+
+This is the one place (with the CLI) that reads a `Config`: it unpacks it into plain arguments
+for the task plugin and the engine.
+
+    import vision_transfer as vt
+    run = vt.train("classification", overrides={"data.format": "folder", "data.root": "cells",
+                                                "transfer.strategy": "linear_probe", "train.epochs": 20})
+    run.metrics["accuracy"], run.out_dir
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .backbones import Backbone, create_backbone
+from .config import Config, build_config, config_to_yaml, load_config, merge, parse_overrides
+from .engine.checkpoint import FORMAT, load_model, read_checkpoint
+from .engine.device import resolve_device, setup_runtime
+from .engine.logging import console, write_json
+from .engine.loop import TransferSettings, fit, make_loader
+from .errors import VTError
+from .task import get_task
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    metrics: dict
+    best_epoch: int
+    train_time_s: float
+    model: nn.Module
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_model(task: str, *, backbone: str | Backbone = "tf_efficientnet_lite0", weights: str | None = None,
+                head: str | nn.Module | Callable = "default", num_classes: int, out_indices=None,
+                **options: Any) -> nn.Module:
+    """A task model over a registry backbone (a name or an instance) with a head (a registered
+    name, a module or a builder callable)."""
+    t = get_task(task)
+    bb = create_backbone(backbone, weights=weights, out_indices=out_indices)
+    return t.build_model(backbone=bb, num_classes=num_classes, head=head, **options)
+
+
+def _resolve_config(task: str, config: Config | dict | str | os.PathLike | None,
+                    overrides: dict | list[str] | None) -> Config:
+    if isinstance(config, Config):
+        base = config.model_dump(mode="json")
+        base.pop("task", None)
+    elif isinstance(config, dict):
+        base = config
+    elif config is not None:
+        return load_config(task, path=config, overrides=_override_list(overrides))
+    else:
+        base = {}
+    extra = parse_overrides(overrides) if isinstance(overrides, list) else _dotted_tree(overrides or {})
+    return build_config(task, merge(base, extra))
+
+
+def _dotted_tree(d: dict) -> dict:
+    from .config import set_dotted
+
+    tree: dict = {}
+    for k, v in d.items():
+        set_dotted(tree, k, v)
+    return tree
+
+
+def _override_list(overrides) -> list[str] | None:
+    if overrides is None or isinstance(overrides, list):
+        return overrides
+    import yaml
+
+    return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+            for k, v in overrides.items()]
+
+
+def train(task: str, *, config: Config | dict | str | None = None, overrides: dict | list[str] | None = None,
+          backbone: Backbone | None = None, head: nn.Module | Callable | None = None,
+          callbacks=()) -> RunResult:
+    """Train a task model. `config`: a Config, a dict of sections or a YAML path; `overrides`:
+    dotted keys (`{"train.epochs": 5}` or `["train.epochs=5"]`); `backbone` / `head`: instances
+    or callables that replace the config's names."""
+    return train_from_config(_resolve_config(task, config, overrides), backbone=backbone, head=head,
+                             callbacks=callbacks)
+
+
+def default_out_dir(task: str) -> Path:
+    return Path("runs") / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: Any = None,
+                      callbacks=()) -> RunResult:
+    task = get_task(cfg.task)
+    rt = setup_runtime(cfg.train.device)
+    seed_everything(cfg.train.seed)
+    out_dir = Path(cfg.run.out_dir) if cfg.run.out_dir else default_out_dir(cfg.task)
+    resume = _resume_path(cfg.train.resume, out_dir)
+    if rt.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not resume and (out_dir / "metrics.jsonl").exists():
+            (out_dir / "metrics.jsonl").unlink()
+        (out_dir / "config.yaml").write_text(config_to_yaml(cfg))
+    bb = create_backbone(backbone or cfg.model.backbone, weights=cfg.model.weights, out_indices=cfg.model.out_indices)
+    image_size = cfg.train.image_size or task.default_image_size
+    splits = task.build_datasets(data=cfg.data, image_size=image_size, preprocessing=bb.preprocessing,
+                                 seed=cfg.train.seed, augment=cfg.train.augment)
+    head_arg = head if head is not None else (task.default_head if cfg.model.head == "default" else cfg.model.head)
+    options = {k: getattr(cfg.model, k) for k in task.model_options}
+    options.update({k: getattr(cfg.train, k) for k in task.loss_options})
+    model = task.build_model(backbone=bb, num_classes=len(splits.classes), head=head_arg, **options)
+    meta = {"format": FORMAT, "task": cfg.task, "classes": splits.classes, "image_size": image_size,
+            "preprocessing": bb.preprocessing.to_dict(), "config": cfg.model_dump(mode="json"),
+            "model_spec": {"backbone": bb.name, "weights": bb.weights, "out_indices": list(bb.out_indices),
+                           "head": task.head_spec(head_arg), "num_classes": len(splits.classes), "options": options}}
+    strategy = cfg.transfer.strategy
+    plan = task.prepare_training(model, splits, strategy=strategy, cache_features=cfg.transfer.cache_features,
+                                 device=rt.device, batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers)
+    lr = cfg.train.lr or task.default_lr_for(strategy)
+    t = cfg.transfer
+    result = fit(plan.model, task, train_data=plan.train, val_data=plan.val, classes=splits.classes,
+                 epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, lr=lr,
+                 weight_decay=cfg.train.weight_decay, optimizer=cfg.train.optimizer,
+                 warmup_epochs=cfg.train.warmup_epochs,
+                 transfer=TransferSettings(strategy=strategy, freeze_layers=t.freeze_layers, bn=t.bn,
+                                           backbone_lr_mult=t.backbone_lr_mult, layer_lr_decay=t.layer_lr_decay,
+                                           unfreeze_every=t.unfreeze_every,
+                                           unfreeze_milestones=t.unfreeze_milestones, probe_epochs=t.probe_epochs),
+                 runtime=rt, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
+                 grad_accum=cfg.train.grad_accum, grad_clip=cfg.train.grad_clip,
+                 early_stopping=cfg.train.early_stopping, seed=cfg.train.seed, num_workers=cfg.data.num_workers,
+                 out_dir=out_dir, resume=resume, checkpoint_meta=meta, export_model=plan.export,
+                 tensorboard=cfg.run.tensorboard, callbacks=callbacks)
+    if rt.is_main:
+        summary = {"task": cfg.task, "best_epoch": result.best_epoch, "metrics": result.best_metrics,
+                   "monitor": task.monitor if plan.val is not None else "train_loss",
+                   "train_time_s": round(result.train_time_s, 3), "epochs_run": len(result.history),
+                   "stopped_early": result.stopped_early, "backbone": bb.name, "weights": bb.weights,
+                   "strategy": strategy, "num_train": len(splits.train),
+                   "num_val": len(splits.val) if splits.val is not None else 0, "classes": splits.classes,
+                   "data_info": splits.info}
+        write_json(out_dir / "summary.json", summary)
+        task.write_artifacts(out_dir, metrics=result.best_metrics, classes=splits.classes)
+        console.print(f"[bold]done[/bold]: best {summary['monitor']} "
+                      f"{_fmt(result.best_metrics.get(summary['monitor']))} at epoch {result.best_epoch}; "
+                      f"run folder {out_dir}")
+    return RunResult(out_dir=out_dir, metrics=result.best_metrics, best_epoch=result.best_epoch,
+                     train_time_s=result.train_time_s, model=plan.export or plan.model)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _resume_path(resume: str | None, out_dir: Path) -> Path | None:
+    if not resume:
+        return None
+    if resume == "auto":
+        p = out_dir / "checkpoints" / "last.pt"
+        return p if p.is_file() else None
+    p = Path(resume)
+    if not p.is_file():
+        raise VTError(f"train.resume={resume}: no such checkpoint (use a path to last.pt, or 'auto')")
+    return p
+
+
+def evaluate_checkpoint(task_name: str, *, checkpoint: str | os.PathLike, config: str | None = None,
+                        overrides: list[str] | dict | None = None, out: str | os.PathLike | None = None,
+                        device: str | None = None) -> dict:
+    """Evaluate a checkpoint on a validation split; data settings default to those it was trained
+    with. Writes `OUT/metrics.json`, the task's plots and a report; returns the metrics."""
+    task = get_task(task_name)
+    ckpt_cfg = read_checkpoint(checkpoint, task=task_name).get("config", {})
+    base = {"data": ckpt_cfg.get("data", {}), "train": {"seed": ckpt_cfg.get("train", {}).get("seed", 0)}}
+    user = _resolve_config(task_name, config, overrides).model_dump(mode="json", exclude_unset=True)
+    user.pop("task", None)
+    cfg = build_config(task_name, merge(base, user))
+    model, meta = load_model(checkpoint, task=task_name)
+    dev = resolve_device(device or cfg.train.device)
+    splits = task.build_datasets(data=cfg.data, image_size=meta["image_size"],
+                                 preprocessing=_preprocessing(meta), seed=cfg.train.seed, augment=False)
+    if splits.val is None:
+        raise VTError("no validation data: give data.val.* or a data.root with val/ (or data.val_split > 0)")
+    if list(splits.classes) != list(meta["classes"]):
+        raise VTError(f"the data's classes {splits.classes} differ from the checkpoint's {meta['classes']}")
+    from .engine.device import Runtime
+    from .engine.loop import evaluate
+
+    rt = Runtime(dev)
+    loader = make_loader(splits.val, task, batch_size=cfg.train.batch_size, train=False, seed=cfg.train.seed,
+                         rt=rt, num_workers=cfg.data.num_workers)
+    model.to(dev)
+    metrics = evaluate(model, task, loader, device=dev, classes=meta["classes"])
+    out_dir = Path(out) if out else Path(checkpoint).resolve().parent.parent / "eval"
+    write_json(out_dir / "metrics.json", metrics)
+    task.write_artifacts(out_dir, metrics=metrics, classes=meta["classes"])
+    _report(out_dir, task_name, metrics, meta["classes"])
+    return metrics
+
+
+def _preprocessing(meta: dict):
+    from .backbones.base import Preprocessing
+
+    return Preprocessing.from_dict(meta["preprocessing"])
+
+
+def _report(out_dir: Path, task: str, metrics: dict, classes: list[str]) -> None:
+    try:
+        from .evaluation.report import write_report
+    except ImportError:
+        return
+    write_report(out_dir, task=task, metrics=metrics, classes=classes,
+                 confusion_matrix=metrics.get("confusion_matrix"), title=f"{task} evaluation")
+
+
+def evaluate(task: str, *, checkpoint: str | os.PathLike, overrides: dict | list[str] | None = None,
+             out: str | os.PathLike | None = None) -> dict:
+    """Python API mirror of `vt eval TASK --checkpoint CKPT [key=value ...] --out DIR`."""
+    return evaluate_checkpoint(task, checkpoint=checkpoint, overrides=overrides, out=out)
+
+
+def predict(task: str, *, checkpoint: str | os.PathLike, inputs: list[str], out: str | os.PathLike,
+            device: str = "auto", **options: Any) -> list[dict]:
+    """Run a checkpoint on image files or folders; writes `OUT/predictions.json` and drawings."""
+    from .data.image import IMAGE_SUFFIXES, list_images
+
+    t = get_task(task)
+    model, meta = load_model(checkpoint, task=task)
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            paths += list_images(p)
+        elif p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+            paths.append(p)
+        elif p.is_file():
+            raise VTError(f"{item} is not an image ({', '.join(IMAGE_SUFFIXES)})")
+        else:
+            raise VTError(f"{item} does not exist")
+    if not paths:
+        raise VTError(f"no images found in {', '.join(inputs)}")
+    dev = resolve_device(device)
+    model.to(dev)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return t.predict(model, paths, out_dir=Path(out), meta=meta, device=dev, **options)

@@ -1,0 +1,203 @@
+"""The config schema (pydantic), YAML recipes and dotted `key=value` overrides.
+
+Only the CLI and the top-level API functions read a `Config`; they unpack it into plain
+arguments for the task plugins and the engine.
+
+    cfg = load_config("classification", path="configs/classification/linear_probe.yaml",
+                      overrides=["train.epochs=5", "data.classes=[cat, dog]"])
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import VTError, did_you_mean
+
+STRATEGIES = ("linear_probe", "finetune", "gradual_unfreeze", "lp_ft")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitConfig(_Section):
+    images: str | None = None
+    annotations: str | None = None
+    masks: str | None = None
+
+
+class DataConfig(_Section):
+    format: Literal["folder", "csv", "coco", "voc", "yolo", "masks"] | None = None
+    root: str | None = None
+    train: SplitConfig = Field(default_factory=SplitConfig)
+    val: SplitConfig = Field(default_factory=SplitConfig)
+    classes: list[str] | None = None
+    val_split: float = Field(0.2, ge=0.0, lt=1.0)
+    palette: dict[str, list[int]] | list[list[int]] | None = None   # segmentation: RGB colour per class
+    num_workers: int | None = Field(None, ge=0)   # None: min(4, cores - 1)
+    max_per_class: int | None = Field(None, ge=1)   # subsample the train split (stratified, seeded)
+
+
+class ModelConfig(_Section):
+    backbone: str = "tf_efficientnet_lite0"
+    weights: str | None = "imagenet"
+    head: str = "default"
+    out_indices: list[int] | None = None
+    # classification
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    hidden_dim: int | None = Field(None, ge=1)    # an MLP head with one hidden layer
+    # detection
+    anchor_sizes: list[list[int]] | None = None
+    aspect_ratios: list[float] | None = None
+    fpn_channels: int = Field(128, ge=8)
+    # segmentation
+    decoder_channels: list[int] | None = None
+
+
+class TransferConfig(_Section):
+    strategy: Literal["linear_probe", "finetune", "gradual_unfreeze", "lp_ft"] = "finetune"
+    freeze_layers: int = Field(0, ge=0)
+    cache_features: bool | None = None       # None: on for a classification linear probe
+    backbone_lr_mult: float = Field(1.0, ge=0.0)
+    layer_lr_decay: float | None = Field(None, gt=0.0, le=1.0)
+    bn: Literal["train", "eval", "frozen"] | None = None   # None: eval for frozen stages, train otherwise
+    unfreeze_every: int = Field(1, ge=1)
+    unfreeze_milestones: list[int] | None = None
+    probe_epochs: int | None = Field(None, ge=0)
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float | None = Field(None, gt=0.0)   # None: the task's and strategy's default
+    weight_decay: float = Field(1e-4, ge=0.0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    warmup_epochs: float = Field(1.0, ge=0.0)
+    image_size: int | None = Field(None, ge=16)   # None: the task's default
+    device: str = "auto"
+    seed: int = 0
+    resume: str | None = None                      # PATH or "auto" (out_dir/checkpoints/last.pt)
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    channels_last: bool | None = None              # None: on for CUDA
+    grad_accum: int = Field(1, ge=1)
+    early_stopping: int | None = Field(None, ge=1)  # patience in epochs on the monitored metric
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    augment: bool = True
+    class_weights: list[float] | None = None
+    dice_weight: float = Field(1.0, ge=0.0)
+    grad_clip: float | None = Field(None, gt=0.0)
+
+
+class RunConfig(_Section):
+    out_dir: str | None = None   # None: runs/<task>-<timestamp>
+    tensorboard: bool = True      # when tensorboard is installed
+
+
+class StudyConfig(_Section):
+    strategies: list[str] = Field(default_factory=lambda: ["linear_probe", "finetune", "scratch"])
+    samples_per_class: list[int] = Field(default_factory=lambda: [5, 20])
+    seeds: int = Field(2, ge=1)
+    freeze_layers: list[int] | None = None
+
+
+class Config(_Section):
+    task: Literal["classification", "detection", "segmentation"]
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    transfer: TransferConfig = Field(default_factory=TransferConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+    study: StudyConfig = Field(default_factory=StudyConfig)
+
+
+def valid_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """Every dotted key the schema accepts: `train.epochs`, `data.train.images`, ..."""
+    keys = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += valid_keys(ann, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
+    """`["train.epochs=5", "data.classes=[a, b]"]` -> nested dict; values parsed as YAML."""
+    tree: dict[str, Any] = {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise VTError(f"override {item!r} is not key=value (example: train.epochs=5)")
+        key, _, raw = item.partition("=")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            raise VTError(f"override {key}: value {raw!r} is not valid YAML ({str(e).splitlines()[0]})") from None
+        set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def set_dotted(tree: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise VTError(f"config key {key!r}: {p!r} is a value, not a section")
+    node[parts[-1]] = value
+
+
+def merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise VTError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise VTError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise VTError(f"config file {path} must hold a mapping of sections (data:, model:, train:, ...)")
+    return data
+
+
+def build_config(task: str, tree: dict) -> Config:
+    tree = dict(tree)
+    file_task = tree.pop("task", task)
+    if file_task != task:
+        raise VTError(f"the config is for task {file_task!r} but the command is for {task!r}")
+    try:
+        return Config(task=task, **tree)
+    except ValidationError as e:
+        raise VTError(_explain(e)) from None
+    except TypeError as e:
+        raise VTError(f"config: {e}") from None
+
+
+def _explain(e: ValidationError) -> str:
+    err = e.errors()[0]
+    key = ".".join(str(p) for p in err["loc"])
+    more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+    if err["type"] == "extra_forbidden":
+        return f"unknown config key {key!r}{did_you_mean(key, valid_keys())}{more}"
+    return f"config key {key!r}: {err['msg']} (got {err.get('input')!r}){more}"
+
+
+def load_config(task: str, *, path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- YAML recipe <- `key=value` overrides, validated."""
+    tree = read_yaml(path) if path else {}
+    return build_config(task, merge(tree, parse_overrides(overrides)))
+
+
+def config_to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,129 @@
+"""Transfer strategies: which backbone stages train, how BatchNorm behaves, and one learning rate
+per depth.
+
+Freezing is explicit and handles BatchNorm: a frozen stage has `requires_grad=False` *and* its
+norm layers stay in eval mode across `model.train()` (see `train_mode`), so running statistics of
+frozen layers never drift. `bn="frozen"` swaps in torchvision's `FrozenBatchNorm2d`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..errors import VTError
+from ..task import find_backbone
+
+
+@dataclass(frozen=True)
+class TransferPlan:
+    strategy: str
+    frozen_stages: int        # the first k backbone stages are frozen
+    bn: str                   # "train" | "eval" | "frozen"
+
+
+def plan_transfer(*, strategy: str, num_stages: int, freeze_layers: int = 0, bn: str | None = None,
+                  epoch: int = 0, unfreeze_every: int = 1, unfreeze_milestones: list[int] | None = None,
+                  probe_epochs: int | None = None) -> TransferPlan:
+    """What is frozen at `epoch` (0-based) under `strategy`.
+
+    - linear_probe: every stage frozen.
+    - finetune: the first `freeze_layers` stages frozen.
+    - gradual_unfreeze: head only at first; one more stage from the top every `unfreeze_every`
+      epochs, or at each epoch of `unfreeze_milestones`; never below `freeze_layers`.
+    - lp_ft: linear probe for `probe_epochs`, then fine-tune from `freeze_layers`.
+    """
+    if freeze_layers > num_stages:
+        raise VTError(f"transfer.freeze_layers={freeze_layers} but the backbone has {num_stages} stages (0..{num_stages})")
+    if strategy == "linear_probe":
+        frozen = num_stages
+    elif strategy == "finetune":
+        frozen = freeze_layers
+    elif strategy == "gradual_unfreeze":
+        if unfreeze_milestones:
+            unfrozen = sum(1 for m in unfreeze_milestones if epoch >= m)
+        else:
+            unfrozen = epoch // unfreeze_every
+        frozen = max(freeze_layers, num_stages - unfrozen)
+    elif strategy == "lp_ft":
+        probe = 1 if probe_epochs is None else probe_epochs
+        frozen = num_stages if epoch < probe else freeze_layers
+    else:
+        raise VTError(f"unknown transfer.strategy {strategy!r}; valid: linear_probe, finetune, gradual_unfreeze, lp_ft")
+    default_bn = "eval" if frozen == num_stages else "train"
+    return TransferPlan(strategy=strategy, frozen_stages=frozen, bn=bn or default_bn)
+
+
+def apply_plan(model: nn.Module, plan: TransferPlan) -> None:
+    """Set `requires_grad` per stage, mark the norm layers to keep in eval, swap BN if asked."""
+    backbone = find_backbone(model)
+    if plan.bn == "frozen":
+        freeze_batchnorm(backbone)
+    frozen_ids: set[int] = set()
+    for i, stage in enumerate(backbone.stages):
+        trainable = i >= plan.frozen_stages
+        for p in stage.parameters():
+            p.requires_grad_(trainable)
+        if not trainable:
+            frozen_ids.update(id(m) for m in stage.modules())
+    # parameters of the body outside every stage (rare: e.g. a final norm) follow the last stage
+    staged = {id(p) for s in backbone.stages for p in s.parameters()}
+    last_trainable = plan.frozen_stages < len(backbone.stages)
+    for p in backbone.parameters():
+        if id(p) not in staged:
+            p.requires_grad_(last_trainable)
+    eval_norms = [m for m in backbone.modules() if isinstance(m, _BatchNorm)
+                  and (plan.bn == "eval" or id(m) in frozen_ids)]
+    model._vt_eval_norms = eval_norms  # noqa: SLF001 - read by train_mode()
+
+
+def train_mode(model: nn.Module) -> None:
+    """`model.train()`, except norm layers of frozen stages (or all, with bn=eval) stay in eval."""
+    model.train()
+    for m in getattr(model, "_vt_eval_norms", ()):
+        m.eval()
+
+
+def freeze_batchnorm(module: nn.Module) -> None:
+    """Replace every BatchNorm2d below `module` by FrozenBatchNorm2d (same statistics, no updates)."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            frozen.weight.copy_(child.weight.detach())
+            frozen.bias.copy_(child.bias.detach())
+            frozen.running_mean.copy_(child.running_mean)
+            frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+        else:
+            freeze_batchnorm(child)
+
+
+def param_groups(model: nn.Module, *, lr: float, weight_decay: float, backbone_lr_mult: float = 1.0,
+                 layer_lr_decay: float | None = None) -> list[dict]:
+    """Optimizer groups: the head at `lr`; backbone stage i of n at
+    `lr * backbone_lr_mult * layer_lr_decay ** (n - 1 - i)`. Biases and norm weights get no
+    weight decay. Every parameter is included, frozen or not, so unfreezing later needs no new
+    optimizer (AdamW and SGD skip parameters whose grad is None)."""
+    backbone = find_backbone(model)
+    n = len(backbone.stages)
+    stage_of: dict[int, int] = {}
+    for i, stage in enumerate(backbone.stages):
+        for p in stage.parameters():
+            stage_of.setdefault(id(p), i)
+    backbone_ids = {id(p) for p in backbone.parameters()}
+    groups: dict[tuple[str, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if id(p) in backbone_ids:
+            i = stage_of.get(id(p), n - 1)
+            scale = backbone_lr_mult * (layer_lr_decay ** (n - 1 - i) if layer_lr_decay else 1.0)
+            key = f"stage{i}"
+        else:
+            scale, key = 1.0, "head"
+        no_decay = p.ndim <= 1
+        g = groups.setdefault((key, no_decay), {"params": [], "lr": lr * scale, "name": key,
+                                                 "weight_decay": 0.0 if no_decay else weight_decay})
+        g["params"].append(p)
+    return [g for g in groups.values() if g["params"]]
