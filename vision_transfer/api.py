@@ -199,17 +199,18 @@ def evaluate_checkpoint(task_name: str, *, checkpoint: str | os.PathLike, config
     if list(splits.classes) != list(meta["classes"]):
         raise VTError(f"the data's classes {splits.classes} differ from the checkpoint's {meta['classes']}")
     from .engine.device import Runtime
-    from .engine.loop import evaluate
+    from .engine.loop import evaluate, public_metrics
 
     rt = Runtime(dev)
     loader = make_loader(splits.val, task, batch_size=cfg.train.batch_size, train=False, seed=cfg.train.seed,
                          rt=rt, num_workers=cfg.data.num_workers)
     model.to(dev)
-    metrics = evaluate(model, task, loader, device=dev, classes=meta["classes"])
+    full = evaluate(model, task, loader, device=dev, classes=meta["classes"])
+    metrics = public_metrics(full)
     out_dir = Path(out) if out else Path(checkpoint).resolve().parent.parent / "eval"
     write_json(out_dir / "metrics.json", metrics)
-    task.write_artifacts(out_dir, metrics=metrics, classes=meta["classes"])
-    _report(out_dir, task_name, metrics, meta["classes"])
+    task.write_artifacts(out_dir, metrics=full, classes=meta["classes"])
+    _report(out_dir, task_name, full, meta["classes"])
     return metrics
 
 
@@ -220,12 +221,13 @@ def _preprocessing(meta: dict):
 
 
 def _report(out_dir: Path, task: str, metrics: dict, classes: list[str]) -> None:
-    try:
-        from .evaluation.report import write_report
-    except ImportError:
-        return
-    write_report(out_dir, task=task, metrics=metrics, classes=classes,
-                 confusion_matrix=metrics.get("confusion_matrix"), title=f"{task} evaluation")
+    from .evaluation.report import write_report
+    from .evaluation.report import print_metrics_table
+
+    public = {k: v for k, v in metrics.items() if not k.startswith("_")}
+    write_report(out_dir, task=task, metrics=public, classes=classes, confusion_matrix=public.get("confusion_matrix"),
+                 pr_curves=metrics.get("_pr_curves"), title=f"{task} evaluation", write_metrics=False)
+    print_metrics_table(public, title=f"{task} evaluation", classes=classes)
 
 
 def evaluate(task: str, *, checkpoint: str | os.PathLike, overrides: dict | list[str] | None = None,

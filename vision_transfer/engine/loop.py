@@ -115,6 +115,12 @@ def evaluate(model: nn.Module, task: Task, loader: DataLoader, *, device: torch.
     return metrics
 
 
+def public_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics without the private entries (keys starting with "_", e.g. a detector's raw
+    predictions) that `Task.evaluate` may return for `Task.write_artifacts`."""
+    return {k: v for k, v in metrics.items() if not k.startswith("_")}
+
+
 def _better(a: float, b: float | None, monitor: str) -> bool:
     if b is None:
         return True
@@ -189,7 +195,7 @@ def fit(model: nn.Module, task: Task, *, train_data: Dataset, val_data: Dataset 
                                     grad_clip=grad_clip, epoch=epoch, progress=progress)
         metrics: dict[str, Any] = {}
         if val_loader is not None:
-            metrics = evaluate(model, task, val_loader, device=rt.device, classes=classes, dtype=dtype)
+            metrics = public_metrics(evaluate(model, task, val_loader, device=rt.device, classes=classes, dtype=dtype))
         metrics = broadcast_object(metrics, rt)
         row = {"epoch": epoch + 1, **stats, "lr": opt.param_groups[0]["lr"], **metrics}
         history.append(row)
