@@ -14,12 +14,13 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "embed": "embed", "load_embedding_model": "embed", "EmbeddingModel": "embed", "model_from_identity": "embed",
+    "embed": "embedding", "load_embedding_model": "embedding", "EmbeddingModel": "embedding",
+    "model_from_identity": "embedding",
     "SimilarityIndex": "index",
     "exact_search": "search", "recall_at_k": "search", "estimate_recall": "search",
     "kmeans": "cluster", "cluster_index": "cluster",
     "knn_metrics": "knn_eval", "evaluate_knn": "knn_eval",
-    "contact_sheet": "contact_sheet", "montage": "contact_sheet",
+    "contact_sheet": "sheets", "montage": "sheets",
 }
 __all__ = sorted(_EXPORTS)
 

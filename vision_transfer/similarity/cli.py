@@ -19,7 +19,8 @@ import numpy as np
 from ..data.image import IMAGE_SUFFIXES, list_images
 from ..errors import VTError
 from .cluster import cluster_index, write_json
-from .embed import DEFAULT_WEIGHTS, describe_identity, embed, load_embedding_model, model_from_identity
+from .embedding import DEFAULT_WEIGHTS, embed, load_embedding_model, model_from_identity
+from .identity import describe_identity
 from .index import SimilarityIndex, file_stat
 from .knn_eval import class_folder_labels, metrics_from_results
 from .search import estimate_recall, resolve_method
@@ -130,7 +131,7 @@ def embed_queries(index: SimilarityIndex, queries: list[Path], *, device: str = 
 
 
 def _write_results(out: Path, queries: list[Path], neighbors: list[list[dict]]) -> list[dict]:
-    from .contact_sheet import contact_sheet
+    from .sheets import contact_sheet
 
     results = []
     for i, (q, nb) in enumerate(zip(queries, neighbors)):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VTError
-from .contact_sheet import montage
+from .sheets import montage
 
 FAISS_MIN = 50_000
 
