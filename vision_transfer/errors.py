@@ -13,7 +13,7 @@ class VTError(Exception):
     """An error caused by user input (a path, a name, a config value), explained in one line."""
 
 
-def did_you_mean(name: str, choices: Iterable[str], *, n: int = 5) -> str:
+def did_you_mean(name: str, choices: Iterable[str], *, n: int = 3) -> str:
     """`"; did you mean 'resnet18'?"`, or a short list of valid names when nothing is close."""
     choices = sorted(set(choices))
     close = difflib.get_close_matches(name, choices, n=n, cutoff=0.5)

@@ -73,7 +73,10 @@ class Task:
         return torch.utils.data.default_collate(list(samples))
 
     def batch_size_of(self, batch: Any) -> int:
-        return len(batch["image"]) if isinstance(batch, dict) else len(batch[0])
+        if isinstance(batch, dict):
+            first = batch.get("image", next(iter(batch.values())))
+            return len(first)
+        return len(batch[0])
 
     def to_device(self, batch: Any, device: torch.device, *, channels_last: bool = False) -> Any:
         return _move(batch, device, channels_last)
@@ -135,7 +138,8 @@ def get_task(name: str) -> Task:
     """The registered task plugin `name`; the built-in plugins are imported on first use."""
     if name not in TASKS and name in _PLUGINS:
         importlib.import_module(f"vision_transfer.tasks.{name}")
-    return TASKS.get(name)
+    task = TASKS.get(name)
+    return task() if isinstance(task, type) else task   # a registered class is instantiated
 
 
 def find_backbone(model: nn.Module) -> Backbone:

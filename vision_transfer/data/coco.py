@@ -125,7 +125,14 @@ def read_coco(annotations: str | os.PathLike, images_root: str | os.PathLike, *,
     from ..evaluation.validate import load_json
 
     raw = load_json(annotations, what="COCO annotations")
-    src = os.fspath(annotations)
+    return read_coco_dict(raw, images_root, classes=classes, check_images=check_images,
+                          source=os.fspath(annotations))
+
+
+def read_coco_dict(raw: Any, images_root: str | os.PathLike, *, classes: Sequence[str] | None = None,
+                   check_images: bool = True, source: str = "COCO data") -> CocoData:
+    """`read_coco` of an already loaded COCO dict (VOC and YOLO readers build one)."""
+    src = source
     if not isinstance(raw, dict) or not isinstance(raw.get("images"), list) \
             or not isinstance(raw.get("categories"), list):
         raise VTError(f"{src} is not COCO JSON: it needs 'images' and 'categories' lists (and 'annotations')")

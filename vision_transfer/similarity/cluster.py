@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VTError
-from .sheets import montage
+from .sheets import display_name, montage
 
 FAISS_MIN = 50_000
 
@@ -100,7 +100,7 @@ def cluster_index(index, k: int, out: str | os.PathLike, *, seed: int = 0, monta
         c["id"] = j
         shown = c["members"][:montage_size]
         c["montage"] = montage([m["path"] for m in shown], out / f"cluster_{j:03d}.png",
-                               captions=[f"{m['cosine']:.3f} {Path(m['path']).name}" for m in shown],
+                               captions=[f"cos {m['cosine']:.3f}\n{display_name(m['path'])}" for m in shown],
                                title=f"cluster {j}: {c['size']} images, mean cosine {c['mean_cosine']:.3f}").name
     result = {"k": k, "seed": seed, "n_images": len(index), "mean_cosine_to_centroid": float(cos.mean()),
               "clusters": [{"id": c.pop("id"), **c} for c in clusters]}

@@ -43,6 +43,12 @@ def _short(text: str, n: int = 22) -> str:
     return text if len(text) <= n else "…" + text[-(n - 1):]
 
 
+def display_name(path: str | os.PathLike) -> str:
+    """`folder/file`: the class folder shows in captions."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+
+
 def _tile(path: str | os.PathLike, lines: Sequence[str], tile: int, frame: tuple | None) -> Image.Image:
     out = Image.new("RGB", (tile + 2 * PAD, tile + 2 * PAD + CAPTION_H), BACKGROUND)
     thumb = _thumbnail(path, tile)
@@ -76,16 +82,16 @@ def _save(image: Image.Image, out: Path) -> Path:
 def contact_sheet(query: str | os.PathLike, neighbors: Sequence[tuple[str, float]], out: str | os.PathLike,
                   *, tile: int = 128) -> Path:
     """Write one row: the query (framed), then each `(path, score)` neighbour, best first. Returns `out`."""
-    tiles = [_tile(query, ["query", Path(query).name], tile, QUERY_FRAME)]
-    tiles += [_tile(p, [f"#{i + 1}  {s:.3f}", Path(p).name], tile, None) for i, (p, s) in enumerate(neighbors)]
+    tiles = [_tile(query, ["query", display_name(query)], tile, QUERY_FRAME)]
+    tiles += [_tile(p, [f"#{i + 1}  {s:.3f}", display_name(p)], tile, None) for i, (p, s) in enumerate(neighbors)]
     return _save(_grid(tiles, cols=len(tiles)), Path(out))
 
 
 def montage(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, title: str = "",
             captions: Sequence[str] | None = None, tile: int = 96, cols: int = 8) -> Path:
-    """Write a grid of `paths` (with optional captions) under a one-line title. Returns `out`."""
-    captions = captions or [Path(p).name for p in paths]
-    tiles = [_tile(p, [c], tile, None) for p, c in zip(paths, captions)] or [_tile("", ["(empty)"], tile, None)]
+    """Write a grid of `paths` under a one-line title; a caption has up to two lines ("a\\nb"). Returns `out`."""
+    captions = captions or [display_name(p) for p in paths]
+    tiles = [_tile(p, c.split("\n"), tile, None) for p, c in zip(paths, captions)] or [_tile("", ["(empty)"], tile, None)]
     grid = _grid(tiles, cols=min(cols, len(tiles)))
     sheet = Image.new("RGB", (max(grid.width, 240), grid.height + 22), BACKGROUND)
     sheet.paste(grid, (0, 22))

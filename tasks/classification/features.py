@@ -1,0 +1,84 @@
+"""Pooled backbone features computed once, for linear probes (and anything else that trains on a
+frozen backbone): in memory, and on disk keyed by backbone, weights, preprocessing, image size
+and the exact image list (paths, sizes and modification times)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from rich.progress import Progress
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from vision_transfer.engine.checkpoint import save_atomic
+from vision_transfer.engine.logging import console
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VT_CACHE_DIR", Path.home() / ".cache" / "vision_transfer")) / "features"
+
+
+def cache_key(*, backbone: str, weights: str | None, preprocessing: dict, image_size: int, paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([backbone, weights, preprocessing, image_size]).encode())
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{Path(p).resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:32]
+
+
+@torch.inference_mode()
+def extract_pooled(backbone: nn.Module, pool, dataset: Dataset, *, device: torch.device, batch_size: int = 64,
+                   num_workers: int = 0, desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
+    """`(features (N, C) float32, labels (N,))` in dataset order, backbone in eval mode."""
+    was = backbone.training
+    backbone.eval().to(device)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    feats, labels = [], []
+    cl = device.type in ("cpu", "cuda")
+    with Progress(console=console, transient=True) as bar:
+        tid = bar.add_task(f"extracting {desc}", total=len(dataset))
+        for batch in loader:
+            x = batch["image"].to(device)
+            if cl:
+                x = x.contiguous(memory_format=torch.channels_last)
+            feats.append(pool(backbone(x)[-1]).float().cpu())
+            labels.append(batch["label"])
+            bar.advance(tid, len(x))
+    backbone.train(was)
+    return torch.cat(feats), torch.cat(labels)
+
+
+def cached_features(backbone, pool, dataset, *, key: str | None, device, batch_size: int, num_workers: int,
+                    desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+    path = cache_dir() / f"{key}.pt" if key else None
+    if path is not None and path.is_file():
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True)
+            return d["features"], d["labels"]
+        except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed
+            path.unlink(missing_ok=True)
+    was_cl = next(backbone.parameters()).is_contiguous()
+    if device.type in ("cpu", "cuda"):
+        backbone.to(memory_format=torch.channels_last)
+    out = extract_pooled(backbone, pool, dataset, device=device, batch_size=batch_size, num_workers=num_workers,
+                         desc=desc)
+    if was_cl:
+        backbone.to(memory_format=torch.contiguous_format)
+    if path is not None:
+        save_atomic({"features": out[0], "labels": out[1]}, path)
+    return out
+
+
+class FeatureDataset(Dataset):
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        self.features, self.labels = features, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"features": self.features[i], "label": self.labels[i]}

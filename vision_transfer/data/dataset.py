@@ -1,0 +1,94 @@
+"""A dataset over image files that survives bad files and augments reproducibly.
+
+- Files that are empty or not images are found up front (a header read, no decoding), skipped
+  and counted; a file that fails to decode later is replaced by the next good sample, counted,
+  and warned about once, never a crash mid-epoch.
+- Augmentation is seeded per (seed, epoch, index), so a run resumed from a checkpoint sees
+  exactly the augmentations of an uninterrupted one, with any number of loader workers.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .image import BadImage, read_image
+
+
+def check_images(paths: Sequence[Path]) -> tuple[list[int], list[str]]:
+    """(indices of readable files, messages for the others) by header read only."""
+    good, bad = [], []
+    for i, p in enumerate(paths):
+        try:
+            if os.path.getsize(p) == 0:
+                raise BadImage(f"{p}: empty file")
+            with Image.open(p) as im:
+                im.size  # noqa: B018 - parses the header
+            good.append(i)
+        except FileNotFoundError:
+            bad.append(f"{p}: missing")
+        except Exception as e:  # noqa: BLE001 - any failure means an unusable file
+            bad.append(str(e) if isinstance(e, BadImage) else f"{p}: {type(e).__name__}")
+    return good, bad
+
+
+def warn_skipped(bad: list[str], what: str = "images") -> None:
+    if bad:
+        warnings.warn(f"skipped {len(bad)} unreadable {what} (first: {bad[0]})", stacklevel=2)
+
+
+class ImageDataset(Dataset):
+    """Samples `{"image": HxWx3 uint8, **target}` -> `transform(sample)`.
+
+    `targets[i]` is the task's target dict of `paths[i]`; `transform` maps a sample dict to the
+    tensors the task's collate expects and receives a per-sample seed."""
+
+    def __init__(self, paths: Sequence[Path], targets: Sequence[dict], *,
+                 transform: Callable[[dict, int], dict] | None = None, seed: int = 0) -> None:
+        self.paths, self.targets = list(paths), list(targets)
+        self.transform, self.seed, self.epoch = transform, seed, 0
+        self.failed = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def load(self, i: int) -> dict:
+        return {"image": read_image(self.paths[i]), **self.targets[i]}
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        for k in range(len(self)):
+            j = (i + k) % len(self)
+            try:
+                sample = self.load(j)
+                break
+            except BadImage as e:
+                self.failed += 1
+                if self.failed == 1:
+                    warnings.warn(f"skipping an image that cannot be decoded: {e}", stacklevel=2)
+        else:
+            raise BadImage("no image of the dataset can be decoded")
+        sample["index"] = i
+        if self.transform is None:
+            return sample
+        return self.transform(sample, (self.seed * 1_000_003 + self.epoch * 10_007 + i) % 2**31)
+
+
+class albumentations_transform:  # noqa: N801 - used like a function
+    """Wrap an albumentations Compose over `image` as a seeded sample transform (picklable)."""
+
+    def __init__(self, compose) -> None:
+        self.compose = compose
+
+    def __call__(self, sample: dict, seed: int) -> dict:
+        self.compose.set_random_seed(seed)
+        out = dict(sample)
+        out["image"] = self.compose(image=sample["image"])["image"]
+        return out

@@ -1,0 +1,109 @@
+"""Readers for labelled image lists: image folders (one folder per class) and CSV files.
+
+Both return `LabelledImages(paths, labels, classes)`. Paths from a CSV are resolved inside its
+root and may not escape it.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import VTError, did_you_mean
+from .image import IMAGE_SUFFIXES, list_images, safe_join
+
+
+@dataclass
+class LabelledImages:
+    paths: list[Path]
+    labels: list[int]
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, idx) -> LabelledImages:
+        return LabelledImages([self.paths[i] for i in idx], [self.labels[i] for i in idx], self.classes)
+
+
+def read_image_folder(root: str | os.PathLike, *, classes: list[str] | None = None) -> LabelledImages:
+    """`root/<class>/**/*.jpg` -> labelled images; classes sorted by name unless given."""
+    root = Path(root)
+    if not root.is_dir():
+        raise VTError(f"image folder {root} does not exist")
+    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not found:
+        raise VTError(f"{root} has no class folders: expected {root}/<class name>/<images>")
+    names = list(classes) if classes else found
+    for c in names:
+        if c not in found:
+            raise VTError(f"class {c!r} from data.classes has no folder in {root}{did_you_mean(c, found)}")
+    paths, labels = [], []
+    for i, c in enumerate(names):
+        imgs = list_images(root / c)
+        if not imgs:
+            raise VTError(f"class folder {root / c} holds no images ({', '.join(IMAGE_SUFFIXES[:5])}, ...): "
+                          "add images or remove the folder")
+        paths += imgs
+        labels += [i] * len(imgs)
+    return LabelledImages(paths, labels, names)
+
+
+def read_csv(path: str | os.PathLike, *, root: str | os.PathLike | None = None,
+             classes: list[str] | None = None) -> LabelledImages:
+    """A CSV with a header naming `path` (or `image`/`file`) and `label` columns; paths relative
+    to `root` (default: the CSV's folder)."""
+    path = Path(path)
+    if not path.is_file():
+        raise VTError(f"CSV file {path} does not exist")
+    base = Path(root) if root else path.parent
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise VTError(f"{path} has no rows (expected a header `path,label` and one row per image)")
+    cols = {c.strip().lower(): c for c in rows[0].keys() if c}
+    pcol = next((cols[c] for c in ("path", "image", "file", "filename") if c in cols), None)
+    lcol = next((cols[c] for c in ("label", "class", "category") if c in cols), None)
+    if pcol is None or lcol is None:
+        raise VTError(f"{path}: the header must name a path column and a label column (path,label); got {list(cols)}")
+    labels_text = [r[lcol].strip() for r in rows]
+    names = list(classes) if classes else sorted(set(labels_text))
+    index = {c: i for i, c in enumerate(names)}
+    paths, labels = [], []
+    for n, (r, lab) in enumerate(zip(rows, labels_text), start=2):
+        if lab not in index:
+            raise VTError(f"{path}:{n}: label {lab!r} is not in data.classes{did_you_mean(lab, names)}")
+        p = safe_join(base, r[pcol].strip())
+        if not p.is_file():
+            raise VTError(f"{path}:{n}: image {r[pcol]!r} not found under {base}")
+        paths.append(p)
+        labels.append(index[lab])
+    return LabelledImages(paths, labels, names)
+
+
+def stratified_split(items: LabelledImages, *, val_fraction: float, seed: int) -> tuple[LabelledImages, LabelledImages]:
+    """Split per class (seeded), keeping at least one training image per class."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(items.labels)
+    train_idx, val_idx = [], []
+    for c in range(len(items.classes)):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        n_val = min(len(idx) - 1, int(round(len(idx) * val_fraction))) if len(idx) > 1 else 0
+        val_idx += idx[:n_val].tolist()
+        train_idx += idx[n_val:].tolist()
+    return items.subset(sorted(train_idx)), items.subset(sorted(val_idx))
+
+
+def per_class_subset(items: LabelledImages, *, per_class: int, seed: int) -> LabelledImages:
+    """At most `per_class` images of each class, chosen with `seed` (for data-size studies)."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(items.labels)
+    keep = []
+    for c in range(len(items.classes)):
+        idx = np.flatnonzero(labels == c)
+        keep += rng.permutation(idx)[:per_class].tolist()
+    return items.subset(sorted(keep))
