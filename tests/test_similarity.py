@@ -50,15 +50,17 @@ def write_shapes(root: Path, per_class: int = 3, *, offset: int = 0) -> list[Pat
 
 def write_digits_folder(root: Path, *, per_class: int, split: str, size: int = 32) -> list[Path]:
     """Real handwritten digits (scikit-learn's 1,797 8x8 images, 10 classes) as grey PNGs in
-    root/<digit>/. `split` "index" takes each class's first `per_class` images, "query" the next
-    `per_class`, so the two never share an image."""
+    root/<digit>/. `split` "index" takes each class's first `per_class` images, "query" its last
+    `per_class` (every class has at least 174), so the two never share an image while
+    per_class <= 87."""
     from sklearn.datasets import load_digits
 
+    assert split in ("index", "query") and per_class <= 87
     digits = load_digits()
-    start = 0 if split == "index" else per_class
     paths = []
     for label in range(10):
-        rows = np.flatnonzero(digits.target == label)[start:start + per_class]
+        rows = np.flatnonzero(digits.target == label)
+        rows = rows[:per_class] if split == "index" else rows[-per_class:]
         (root / str(label)).mkdir(parents=True, exist_ok=True)
         for r in rows:
             grey = (digits.images[r] / 16.0 * 255).astype(np.uint8)
