@@ -68,10 +68,12 @@ class RunLogger:
     def log_epoch(self, row: dict, *, monitor: str) -> None:
         if not self.enabled:
             return
-        shown = {k: v for k, v in _scalars(row).items() if k not in ("epoch",)}
-        order = ["train_loss", monitor] + [k for k in shown if k not in ("train_loss", monitor)]
-        text = "  ".join(f"{k} {shown[k]:.4g}" for k in order if k in shown)
-        console.print(f"epoch {row['epoch']:>3}  {text}")
+        shown = _scalars(row)
+        speed = {"images_per_s", "epoch_time_s", "lr", "epoch"}
+        keys = ["train_loss", monitor] + [k for k in shown if k not in speed and k not in ("train_loss", monitor)]
+        text = "  ".join(f"{k} {shown[k]:.4g}" for k in keys[:5] if k in shown)
+        console.print(f"epoch {row['epoch']:>3}  {text}  [dim]{shown.get('images_per_s', 0):.0f} img/s "
+                      f"{shown.get('epoch_time_s', 0):.1f}s[/dim]", soft_wrap=True)
         if self.out_dir is not None:
             with open(self.out_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row, default=json_default) + "\n")

@@ -1,0 +1,62 @@
+"""`vt backbones`: registered backbones, their default weights and whether those work offline."""
+from __future__ import annotations
+
+import json
+import sys
+
+from ..weights import PACKAGED, packaged_available
+
+
+def _offline(name: str, source: str) -> bool:
+    """True when the default ImageNet weights are on this machine (packaged or cached)."""
+    if source == "packaged":
+        return packaged_available(name)
+    if source == "torchvision":
+        from .torchvision_family import tv_weights_file
+        from ..weights import WeightsRequest
+
+        try:
+            return tv_weights_file(name, WeightsRequest("imagenet"))[1].is_file()
+        except Exception:  # noqa: BLE001
+            return False
+    return False
+
+
+def _weights(name: str, source: str) -> str:
+    if source == "packaged":
+        return f"imagenet (pip: {PACKAGED[name].pip_name})"
+    if source == "torchvision":
+        from torchvision.models import get_model_weights
+
+        return ", ".join(["imagenet"] + [w.name for w in get_model_weights(name)])
+    return "builder-defined"
+
+
+def backbone_rows(pattern: str | None = None) -> list[dict]:
+    from . import BACKBONES
+
+    rows = []
+    for name in BACKBONES.list(pattern):
+        meta = BACKBONES.meta(name)
+        rows.append({"name": name, "family": meta.get("family", "custom"),
+                     "weights": _weights(name, meta.get("source", "user")),
+                     "offline": _offline(name, meta.get("source", "user"))})
+    return rows
+
+
+def print_backbones(pattern: str | None = None, *, as_json: bool = False) -> int:
+    rows = backbone_rows(pattern)
+    if as_json:
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="backbones (any timm model also works as timm/<name>)")
+    for col in ("name", "family", "weights", "offline"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["family"], r["weights"], "yes" if r["offline"] else "-")
+    Console().print(table)
+    return 0
