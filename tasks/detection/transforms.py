@@ -32,6 +32,8 @@ def detection_compose(split: str, *, image_size: int, preprocessing: Preprocessi
                A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.3)]
     elif split == "train":
         ops = [A.LongestMaxSize(max_size=image_size, interpolation=interp)]
+    if not ops:   # nothing moves boxes (and albumentations warns about an idle bbox processor)
+        return A.Compose([A.ToFloat(max_value=255.0), A.ToTensorV2()])
     return A.Compose(ops + [A.ToFloat(max_value=255.0), A.ToTensorV2()],
                      bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"], min_visibility=0.3,
                                               min_width=1.0, min_height=1.0, clip=True))
@@ -45,8 +47,12 @@ class DetectionTransform:
 
     def __call__(self, sample: dict, seed: int) -> dict:
         self.compose.set_random_seed(seed)
-        out = self.compose(image=sample["image"], bboxes=np.asarray(sample["boxes"], np.float32).reshape(-1, 4),
-                           labels=np.asarray(sample["labels"], np.int64))
+        boxes = np.asarray(sample["boxes"], np.float32).reshape(-1, 4)
+        labels = np.asarray(sample["labels"], np.int64)
+        if "bboxes" in self.compose.processors:
+            out = self.compose(image=sample["image"], bboxes=boxes, labels=labels)
+        else:
+            out = {"image": self.compose(image=sample["image"])["image"], "bboxes": boxes, "labels": labels}
         boxes = torch.as_tensor(np.asarray(out["bboxes"], np.float32).reshape(-1, 4))
         labels = torch.as_tensor(np.asarray(out["labels"]).astype(np.int64).reshape(-1))
         return {"image": out["image"], "boxes": boxes, "labels": labels, "image_id": int(sample["image_id"]),
