@@ -161,6 +161,29 @@ def test_model_mismatch_is_refused(tmp_path, lite0, capsys):
     index.search(np.zeros((1, index.dim), np.float32), identity=lite0.identity)  # same model: fine
 
 
+def test_checkpoint_model_identity_follows_the_file(tmp_path, monkeypatch, capsys):
+    """--checkpoint: the index records the checkpoint's SHA-256; a changed file is refused at query time."""
+    from vision_transfer.backbones import create_backbone
+    from vision_transfer.engine import checkpoint
+
+    def fake_load(path):
+        bb = create_backbone("tf_efficientnet_lite0", weights="imagenet")
+        return bb, bb.preprocessing, 32
+
+    monkeypatch.setattr(checkpoint, "load_backbone_from_checkpoint", fake_load)
+    imgs, idx, ckpt = tmp_path / "imgs", tmp_path / "idx", tmp_path / "best.pt"
+    write_shapes(imgs, per_class=1)
+    ckpt.write_bytes(b"trained weights v1")
+    assert run_vt("embed", imgs, "--checkpoint", ckpt, "--out", idx) == 0
+    ident = SimilarityIndex.load(idx).identity
+    assert ident["weights"] == "checkpoint:best.pt" and ident["image_size"] == 32 and len(ident["weights_sha256"]) == 64
+    assert run_vt("similar", "--index", idx, imgs / "circles", "--k", 2, "--out", tmp_path / "o1") == 0
+    ckpt.write_bytes(b"trained weights v2")
+    capsys.readouterr()
+    assert run_vt("similar", "--index", idx, tmp_path / "o1" / "contact_sheets", "--out", tmp_path / "o2") == 2
+    assert "cannot be rebuilt" in capsys.readouterr().err
+
+
 # -- vt similar, vt cluster --------------------------------------------------------------------
 def test_similar_writes_results_contact_sheets_and_knn_eval(tmp_path, capsys):
     imgs, idx, out = tmp_path / "imgs", tmp_path / "idx", tmp_path / "out"
@@ -189,6 +212,18 @@ def test_similar_never_returns_the_query_itself(tmp_path):
     assert run_vt("similar", "--index", idx, imgs, "--k", 10, "--out", out) == 0   # leave-one-out
     for r in json.loads((out / "results.json").read_text()):
         assert len(r["neighbors"]) == 5 and r["query"] not in {n["path"] for n in r["neighbors"]}
+    assert json.loads((out / "search.json").read_text())["knn_eval"]["n_queries"] == 6
+
+
+def test_similar_with_faiss_reports_recall_against_exact(tmp_path):
+    pytest.importorskip("faiss")
+    imgs, idx, out = tmp_path / "imgs", tmp_path / "idx", tmp_path / "out"
+    write_shapes(imgs, per_class=2)
+    assert run_vt("embed", imgs, "--image-size", 32, "--out", idx) == 0
+    assert run_vt("similar", "--index", idx, imgs, "--k", 3, "--search", "hnsw", "--out", out) == 0
+    info = json.loads((out / "search.json").read_text())
+    assert info["method"] == "hnsw" and info["recall_at_k_vs_exact"] == 1.0  # tiny: the graph is exact
+    assert len(json.loads((out / "results.json").read_text())) == 6
 
 
 def test_cluster_writes_clusters_json_and_montages(tmp_path):

@@ -171,11 +171,12 @@ class _progress:
     def __enter__(self):
         if not self.enabled:
             return lambda n: None
+        from rich.console import Console
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeRemainingColumn)
 
         self.bar = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                            transient=True)
+                            transient=True, console=Console(stderr=True))  # stdout stays for results
         self.bar.__enter__()
         task = self.bar.add_task("embed", total=self.total)
         return lambda n: self.bar.advance(task, n)

@@ -86,6 +86,7 @@ def build_faiss(vectors: np.ndarray, method: str, *, seed: int = 0):
     rng = np.random.default_rng(seed)
     train = vectors[np.sort(rng.choice(n, 64 * nlist, replace=False))] if n > 64 * nlist else vectors
     index.cp.seed, index.cp.niter = seed, 10
+    index.cp.min_points_per_centroid = 1  # tiny indexes: no "please provide 39 points" warning
     index.train(np.ascontiguousarray(train))
     index.add(vectors)
     index.nprobe = nprobe
