@@ -1,0 +1,131 @@
+"""The segmentation task plugin: U-Net (smp decoder) over any registry backbone.
+
+    vt train segmentation data.format=masks data.train.images=tiles/images data.train.masks=tiles/masks \
+        data.val.images=val/images data.val.masks=val/masks "data.classes=[background, nucleus]"
+    vt predict segmentation --checkpoint runs/.../checkpoints/best.pt tiles/ --out preds/
+
+Samples are `{"image", "mask": (H, W) int64, 255 = ignore}`; metrics are `mIoU`, `mDice`,
+`pixel_accuracy`, `per_class_IoU` (and `per_class_Dice`, `confusion_matrix`) from one confusion
+matrix over the whole validation split. A custom decoder is one decorator:
+
+    from vision_transfer.tasks.segmentation import register_head
+    @register_head("my_head")
+    def my_head(*, feature_info, num_classes, **options) -> nn.Module: ...   # forward(features) -> logits
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vision_transfer.backbones.base import Backbone, Preprocessing
+from vision_transfer.engine.logging import write_json
+from vision_transfer.task import TASKS, DataSplits, Task
+
+from .data import build_splits, collate, eval_transforms
+from .losses import SegmentationLoss
+from .metrics import ConfusionMatrix, segmentation_metrics
+from .model import SEGMENTATION_HEADS, SegmentationModel, build_segmentation_model
+from .predict import class_colours, overlay, predict_masks, save_label_mask, unique_stems
+
+GALLERY_SIZE = 8
+
+
+def register_head(name: str | None = None, *, override: bool = False):
+    """Decorator registering a decoder builder `f(*, feature_info, num_classes, **options) -> nn.Module`."""
+    return SEGMENTATION_HEADS.register(name, override=override)
+
+
+@TASKS.register("segmentation")
+class Segmentation(Task):
+    name = "segmentation"
+    monitor = "mIoU"
+    default_head = "unet"
+    default_image_size = 256
+    default_lr = 1e-3            # AdamW: measured safe for U-Net fine-tuning of Lite0 on small data
+    model_options = ("decoder_channels",)
+    loss_options = ("dice_weight", "class_weights")
+
+    def build_model(self, *, backbone: Backbone, num_classes: int, head: str | nn.Module | Callable = "unet",
+                    decoder_channels: Sequence[int] | None = None, dice_weight: float = 1.0,
+                    class_weights: Sequence[float] | None = None, **_: Any) -> SegmentationModel:
+        head = self.default_head if head == "default" else head
+        model = build_segmentation_model(backbone=backbone, num_classes=num_classes, head=head,
+                                         decoder_channels=decoder_channels)
+        model.criterion = SegmentationLoss(num_classes=num_classes, dice_weight=dice_weight,
+                                           class_weights=class_weights)
+        return model
+
+    def build_datasets(self, *, data: Any, image_size: int, preprocessing: Preprocessing, seed: int,
+                       augment: bool = True) -> DataSplits:
+        return build_splits(data=data, image_size=image_size, preprocessing=preprocessing, seed=seed,
+                            augment=augment)
+
+    def collate(self, samples: Sequence[dict]) -> dict:
+        return collate(samples)
+
+    def train_step(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        logits = model(batch["image"])
+        return getattr(model, "module", model).criterion(logits, batch["mask"])
+
+    def evaluate(self, model: nn.Module, loader: Any, *, device: torch.device, classes: list[str],
+                 amp_dtype: torch.dtype | None = None) -> dict[str, Any]:
+        cm = ConfusionMatrix(len(classes), device=device)
+        gallery: list[dict] = []
+        dataset = loader.dataset
+        for batch in loader:
+            batch = self.to_device(batch, device)
+            masks = batch["mask"]
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                preds = predict_masks(model, batch["image"], [tuple(m.shape[-2:]) for m in masks])
+            for idx, p, t in zip(batch["index"].tolist(), preds, masks):
+                cm.update(p, t)
+                if len(gallery) < GALLERY_SIZE and hasattr(dataset, "items"):
+                    gallery.append({"image": str(dataset.items[idx][0]), "pred": p.to("cpu", torch.uint8).numpy()})
+        cm.all_reduce()
+        return {**segmentation_metrics(cm.matrix, classes), "_gallery": gallery}
+
+    def write_artifacts(self, out_dir: Any, *, metrics: dict[str, Any], classes: list[str]) -> None:
+        """confusion_matrix.png, and overlays of the first validation images when evaluated."""
+        from vision_transfer.data.image import read_image
+        from vision_transfer.evaluation.plots import confusion_matrix_png
+
+        out = Path(out_dir)
+        if metrics.get("confusion_matrix") is not None:
+            confusion_matrix_png(metrics["confusion_matrix"], classes, out / "confusion_matrix.png")
+        items = metrics.get("_gallery") or []
+        if items:
+            (out / "gallery").mkdir(parents=True, exist_ok=True)
+            colours = class_colours(classes)
+            for it, stem in zip(items, unique_stems([Path(i["image"]) for i in items])):
+                overlay(read_image(it["image"]), it["pred"], classes, colours).save(out / "gallery" / f"{stem}.png")
+
+    def predict(self, model: nn.Module, images: list[Any], *, out_dir: Any, meta: dict, device: torch.device,
+                **options: Any) -> list[dict]:
+        from vision_transfer.data.image import read_image
+
+        classes = list(meta["classes"])
+        pre = Preprocessing.from_dict(meta["preprocessing"])
+        tf = eval_transforms(image_size=int(meta["image_size"]), preprocessing=pre)
+        palette = (meta.get("config") or {}).get("data", {}).get("palette")
+        colours = class_colours(classes, palette)
+        out, results = Path(out_dir), []
+        model.eval()
+        for path, stem in zip(images, unique_stems([Path(p) for p in images])):
+            image = read_image(path)
+            x = tf(image=image)["image"].unsqueeze(0).to(device)
+            mask = predict_masks(model, x, [image.shape[:2]])[0].cpu().numpy()
+            save_label_mask(mask, out / f"{stem}.png", len(classes))
+            overlay(image, mask, classes, colours).save(out / f"{stem}_overlay.png")
+            counts = np.bincount(mask.reshape(-1), minlength=len(classes))
+            results.append({"image": str(path), "mask": f"{stem}.png", "overlay": f"{stem}_overlay.png",
+                             "class_pixels": {c: int(n) for c, n in zip(classes, counts)}})
+        write_json(out / "predictions.json", results)
+        return results
+
+
+__all__ = ["SEGMENTATION_HEADS", "Segmentation", "SegmentationModel", "build_segmentation_model", "register_head"]
