@@ -83,10 +83,11 @@ def fasterrcnn(spec: DetectorInputs) -> nn.Module:
     model = FasterRCNN(body, num_classes=spec.num_classes + 1,
                        rpn_anchor_generator=spec.anchor_generator(spec.strides(extra)),
                        box_roi_pool=MultiScaleRoIAlign(featmap_names=body.names, output_size=7, sampling_ratio=2),
-                       # fewer proposals and sampled RoIs than torchvision's 2000 / 512: small images with
-                       # tens of objects need no more, and the box head dominates the cost on a CPU
+                       # fewer proposals and sampled RoIs than torchvision's 2000 / 512 (300 at test, as in
+                       # the Faster R-CNN paper): small images with tens of objects need no more, and the
+                       # box head dominates the cost on a CPU
                        rpn_pre_nms_top_n_train=1000, rpn_post_nms_top_n_train=1000,
-                       rpn_pre_nms_top_n_test=500, rpn_post_nms_top_n_test=500, box_batch_size_per_image=256,
+                       rpn_pre_nms_top_n_test=500, rpn_post_nms_top_n_test=300, box_batch_size_per_image=256,
                        **spec.transform_kwargs())
     in_features = model.roi_heads.box_predictor.cls_score.in_features
     model.roi_heads.box_predictor = FastRCNNPredictor(in_features, spec.num_classes + 1)
