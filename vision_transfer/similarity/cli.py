@@ -50,11 +50,12 @@ def _report_skipped(skipped: list[tuple[str, str]]) -> None:
 
 def _embedding_model(args: argparse.Namespace, index: SimilarityIndex | None):
     """The index's own model when no model flag is given, else the flags' model (checked against the index)."""
-    flags = args.backbone or args.weights or args.checkpoint or args.image_size
-    if index is not None and not flags:
+    if args.checkpoint and (args.backbone or args.weights):
+        raise VTError("give either --checkpoint CKPT or --backbone NAME --weights W, not both")
+    if index is not None and not (args.backbone or args.weights or args.checkpoint or args.image_size):
         return model_from_identity(index.identity, device=args.device)
-    model = load_embedding_model(backbone=args.backbone, weights=args.weights or DEFAULT_WEIGHTS, checkpoint=args.checkpoint,
-                                 image_size=args.image_size, device=args.device)
+    model = load_embedding_model(backbone=args.backbone, weights=args.weights or DEFAULT_WEIGHTS,
+                                 checkpoint=args.checkpoint, image_size=args.image_size, device=args.device)
     if index is not None:
         index.check_identity(model.identity, what=f"images for {args.out}")
     return model

@@ -83,7 +83,8 @@ def contact_sheet(query: str | os.PathLike, neighbors: Sequence[tuple[str, float
                   *, tile: int = 128) -> Path:
     """Write one row: the query (framed), then each `(path, score)` neighbour, best first. Returns `out`."""
     tiles = [_tile(query, ["query", display_name(query)], tile, QUERY_FRAME)]
-    tiles += [_tile(p, [f"#{i + 1}  {s:.3f}", display_name(p)], tile, None) for i, (p, s) in enumerate(neighbors)]
+    tiles += [_tile(p, [f"#{i + 1}  {score:.3f}", display_name(p)], tile, None)
+              for i, (p, score) in enumerate(neighbors)]
     return _save(_grid(tiles, cols=len(tiles)), Path(out))
 
 
@@ -91,7 +92,8 @@ def montage(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, title
             captions: Sequence[str] | None = None, tile: int = 96, cols: int = 8) -> Path:
     """Write a grid of `paths` under a one-line title; a caption has up to two lines ("a\\nb"). Returns `out`."""
     captions = captions or [display_name(p) for p in paths]
-    tiles = [_tile(p, c.split("\n"), tile, None) for p, c in zip(paths, captions)] or [_tile("", ["(empty)"], tile, None)]
+    tiles = [_tile(p, c.split("\n"), tile, None) for p, c in zip(paths, captions)]
+    tiles = tiles or [_tile("", ["(empty)"], tile, None)]
     grid = _grid(tiles, cols=min(cols, len(tiles)))
     sheet = Image.new("RGB", (max(grid.width, 240), grid.height + 22), BACKGROUND)
     sheet.paste(grid, (0, 22))
