@@ -37,7 +37,7 @@ def to_rgb_uint8(im: Image.Image) -> np.ndarray:
         a = np.asarray(im, dtype=np.float64)
         lo, hi = float(a.min()), float(a.max())
         a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
-        a = a.astype(np.uint8)
+        a = np.rint(a).astype(np.uint8)
         return np.repeat(a[..., None], 3, axis=2)
     if im.mode != "RGB":
         im = im.convert("RGB")
