@@ -139,14 +139,14 @@ def main() -> None:
     out = Path(args.out)
     data = make_data(out / "data")
     summary, vt_wall = run_vt(data, out / "vt-run", args.epochs)
-    ref, ref_time = plain_torchvision(data, args.epochs)
+    m = summary["metrics"]
+    print(f"vt train detection: AP50 {m['AP50']:.3f}  AP {m['AP']:.3f}  best epoch {summary['best_epoch']}  "
+          f"wall {vt_wall:.0f} s (whole command, train {summary['train_time_s']:.0f} s)", flush=True)
     eval_out = out / "vt-eval"
     subprocess.run(["vt", "eval", "detection", "--checkpoint", str(out / "vt-run" / "checkpoints" / "best.pt"),
                     "--out", str(eval_out)], check=True, stdout=subprocess.DEVNULL)
     ev = json.loads((eval_out / "metrics.json").read_text())
-    m = summary["metrics"]
-    print(f"vt train detection: AP50 {m['AP50']:.3f}  AP {m['AP']:.3f}  best epoch {summary['best_epoch']}  "
-          f"wall {vt_wall:.0f} s (whole command, train {summary['train_time_s']:.0f} s)")
+    ref, ref_time = plain_torchvision(data, args.epochs)
     print(f"plain torchvision : AP50 {ref['AP50']:.3f}  AP {ref['AP']:.3f}  (last epoch)  train {ref_time:.0f} s")
     print(f"AP50 ratio vt / torchvision: {m['AP50'] / max(ref['AP50'], 1e-9):.3f}")
     print(f"vt eval from best.pt: AP {ev['AP']:.4f} vs summary {m['AP']:.4f} -> "
