@@ -99,7 +99,11 @@ def train_one_epoch(model: nn.Module, task: Task, loader: DataLoader, *, optimiz
         if progress is not None:
             progress(step + 1, n, total / seen, seen * rt.world_size / (time.perf_counter() - t0))
     elapsed = time.perf_counter() - t0
-    return {"train_loss": total / max(seen, 1), "images_per_s": seen * rt.world_size / max(elapsed, 1e-9),
+    if rt.distributed:  # the loss of every rank's shard, not rank 0's alone
+        sums = torch.tensor([total, float(seen)], dtype=torch.float64, device=rt.device)
+        torch.distributed.all_reduce(sums)
+        total, seen = sums[0].item(), int(sums[1].item())
+    return {"train_loss": total / max(seen, 1), "images_per_s": seen / max(elapsed, 1e-9),
             "epoch_time_s": elapsed}
 
 

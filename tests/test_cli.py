@@ -1,0 +1,72 @@
+"""The `vt` command: bad input is one line on stderr and exit status 2, never a traceback."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from vision_transfer.cli import main
+
+
+def _one_line_error(capsys, argv, pattern):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert pattern in err, err
+    return err
+
+
+def test_bad_input_gets_one_line(capsys, tmp_path, shapes_folder):
+    (tmp_path / "empty").mkdir()
+    _one_line_error(capsys, ["train", "classification", f"data.root={tmp_path / 'empty'}"], "no class folders")
+    (tmp_path / "cls" / "a").mkdir(parents=True)
+    _one_line_error(capsys, ["train", "classification", f"data.root={tmp_path / 'cls'}"], "holds no images")
+    _one_line_error(capsys, ["train", "classification", f"data.root={shapes_folder}", "model.backbone=resnt18"],
+                    "did you mean 'resnet18'")
+    _one_line_error(capsys, ["train", "classification", "train.epoch=3"], "did you mean 'train.epochs'")
+    _one_line_error(capsys, ["eval", "classification", "--checkpoint", str(tmp_path / "none.pt")], "does not exist")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    _one_line_error(capsys, ["eval", "classification", "--checkpoint", str(tmp_path / "junk.pt")],
+                    "cannot read checkpoint")
+    _one_line_error(capsys, ["predict", "classification", "--checkpoint", str(tmp_path / "none.pt"),
+                             str(tmp_path), "--out", str(tmp_path / "o")], "does not exist")
+
+
+def test_checkpoint_of_another_task_is_refused(capsys, tmp_path):
+    import torch
+
+    from vision_transfer.engine.checkpoint import FORMAT
+
+    torch.save({"format": FORMAT, "task": "segmentation", "model": {}}, tmp_path / "seg.pt")
+    _one_line_error(capsys, ["eval", "classification", "--checkpoint", str(tmp_path / "seg.pt")],
+                    "is a segmentation checkpoint, not classification")
+
+
+def test_backbones_json_lists_the_registry_offline_flags():
+    out = subprocess.run([sys.executable, "-m", "vision_transfer.cli", "backbones", "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert len(rows) >= 25
+    for name in ("resnet18", "resnet50", "efficientnet_b0", "densenet121", "vgg16", "mobilenet_v3_large",
+                 "convnext_tiny", "tf_efficientnet_lite0"):
+        assert name in rows and set(rows[name]) == {"name", "family", "weights", "offline"}
+    assert rows["tf_efficientnet_lite0"]["offline"] is True
+
+
+def test_demo_without_the_extra_names_the_pip_command(capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "elpv_dataset" else real(n, *a))
+    err = _one_line_error(capsys, ["demo", "--quick"], "pip install")
+    assert "[demo]" in err
+
+
+@pytest.mark.parametrize("cmd", ["train", "eval", "predict", "study", "embed", "similar", "cluster", "demo",
+                                 "backbones"])
+def test_every_command_has_help(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0 and "usage: vt " + cmd in capsys.readouterr().out
