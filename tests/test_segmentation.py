@@ -187,8 +187,8 @@ def test_short_run_learns_and_predict_matches_its_miou(tmp_path):
         "data.format": "masks", "data.classes": ["background", "fg"],
         "data.train.images": str(tmp_path / "train/images"), "data.train.masks": str(tmp_path / "train/masks"),
         "data.val.images": str(tmp_path / "val/images"), "data.val.masks": str(tmp_path / "val/masks"),
-        "model.backbone": "resnet18", "model.weights": "none", "model.decoder_channels": [64, 32, 16, 16, 16],
-        "train.epochs": 3, "train.batch_size": 4, "train.image_size": 48, "train.lr": 3e-3, "train.device": "cpu", "data.num_workers": 0,
+        "model.backbone": "mobilenet_v3_small", "model.weights": "none", "model.decoder_channels": [64, 32, 16, 16, 16],
+        "train.epochs": 3, "train.batch_size": 4, "train.image_size": 48, "train.lr": 1e-2, "train.device": "cpu", "data.num_workers": 0,
         "run.out_dir": str(tmp_path / "run"), "run.tensorboard": False})
     rows = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["train_loss"] < 0.8 * rows[0]["train_loss"]
@@ -201,3 +201,18 @@ def test_short_run_learns_and_predict_matches_its_miou(tmp_path):
     assert (out / "s100_overlay.png").is_file()
     assert recompute(preds, [val_truth[s] for s in sorted(val_truth)], 2) == pytest.approx(run.metrics["mIoU"],
                                                                                              abs=1e-6)
+
+
+def test_torchvision_head_weights_load_from_a_file_or_fail_in_one_line(tmp_path):
+    from torchvision.models.segmentation.fcn import FCNHead
+
+    from vision_transfer.tasks.segmentation.model import load_torchvision_head
+
+    reference = FCNHead(512, 21)   # torchvision's file layout: classifier.* (21 VOC classes)
+    torch.save({f"classifier.{k}": v for k, v in reference.state_dict().items()}, tmp_path / "fcn.pth")
+    model = build_segmentation_model(backbone=create_backbone("resnet18"), num_classes=2, head="fcn")
+    assert load_torchvision_head(model.decoder, head="fcn", backbone="resnet18", weights=str(tmp_path / "fcn.pth")) > 0
+    assert torch.equal(model.decoder.head[0].weight, reference[0].weight)   # all but the last conv
+    with pytest.raises(VTError, match="only for .*resnet50") as e:
+        load_torchvision_head(model.decoder, head="fcn", backbone="resnet18", weights="coco")
+    assert "\n" not in str(e.value)

@@ -56,6 +56,7 @@ class ModelConfig(_Section):
     fpn_channels: int = Field(128, ge=8)
     # segmentation
     decoder_channels: list[int] | None = None
+    head_weights: str | None = None   # segmentation fcn/deeplabv3: torchvision's head weights ("coco", a tag, a file)
 
 
 class TransferConfig(_Section):

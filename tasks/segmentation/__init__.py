@@ -24,12 +24,12 @@ from torch import nn
 
 from vision_transfer.backbones.base import Backbone, Preprocessing
 from vision_transfer.engine.logging import write_json
-from vision_transfer.task import TASKS, DataSplits, Task
+from vision_transfer.task import TASKS, DataSplits, Task, TrainingPlan
 
 from .data import build_splits, collate, eval_transforms
 from .losses import SegmentationLoss
 from .metrics import ConfusionMatrix, segmentation_metrics
-from .model import SEGMENTATION_HEADS, SegmentationModel, build_segmentation_model
+from .model import SEGMENTATION_HEADS, SegmentationModel, build_segmentation_model, load_torchvision_head
 from .predict import class_colours, overlay, predict_masks, save_label_mask, unique_stems
 
 GALLERY_SIZE = 8
@@ -47,15 +47,16 @@ class Segmentation(Task):
     default_head = "unet"
     default_image_size = 256
     default_lr = 1e-3            # AdamW: measured safe for U-Net fine-tuning of Lite0 on small data
-    model_options = ("decoder_channels",)
+    model_options = ("decoder_channels", "head_weights")
     loss_options = ("dice_weight", "class_weights")
 
     def build_model(self, *, backbone: Backbone, num_classes: int, head: str | nn.Module | Callable = "unet",
-                    decoder_channels: Sequence[int] | None = None, dice_weight: float = 1.0,
+                    decoder_channels: Sequence[int] | None = None, head_weights: str | None = None,
+                    dice_weight: float = 1.0,
                     class_weights: Sequence[float] | None = None, **_: Any) -> SegmentationModel:
         head = self.default_head if head == "default" else head
         model = build_segmentation_model(backbone=backbone, num_classes=num_classes, head=head,
-                                         decoder_channels=decoder_channels)
+                                         decoder_channels=decoder_channels, head_weights=head_weights)
         model.criterion = SegmentationLoss(num_classes=num_classes, dice_weight=dice_weight,
                                            class_weights=class_weights)
         return model
@@ -64,6 +65,13 @@ class Segmentation(Task):
                        augment: bool = True) -> DataSplits:
         return build_splits(data=data, image_size=image_size, preprocessing=preprocessing, seed=seed,
                             augment=augment)
+
+    def prepare_training(self, model: nn.Module, splits: DataSplits, **kwargs: Any) -> TrainingPlan:
+        """Loads torchvision head weights asked for with model.head_weights, then trains as is."""
+        if getattr(model, "head_weights", None):
+            head, weights = model.head_weights
+            load_torchvision_head(model.decoder, head=head, backbone=model.backbone.name, weights=weights)
+        return TrainingPlan(model=model, train=splits.train, val=splits.val)
 
     def collate(self, samples: Sequence[dict]) -> dict:
         return collate(samples)
@@ -86,7 +94,8 @@ class Segmentation(Task):
                 cm.update(p, t)
                 if len(gallery) < GALLERY_SIZE and hasattr(dataset, "items"):
                     gallery.append({"image": str(dataset.items[idx][0]), "pred": p.to("cpu", torch.uint8).numpy()})
-        cm.all_reduce()
+        # DDP: the engine evaluates on rank 0 over the whole val split, so the matrix is complete
+        # here; a caller that shards the split sums the matrices with ConfusionMatrix.all_reduce.
         return {**segmentation_metrics(cm.matrix, classes), "_gallery": gallery}
 
     def write_artifacts(self, out_dir: Any, *, metrics: dict[str, Any], classes: list[str]) -> None:

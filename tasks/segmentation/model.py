@@ -19,6 +19,7 @@ logits `(N, num_classes, h, w)` at any resolution (upsampled bilinearly to the i
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -185,10 +186,51 @@ def deeplabv3(*, feature_info: Sequence[FeatureInfo], num_classes: int, **_: obj
     return _TorchvisionHead(DeepLabHead(feature_info[-1].channels, num_classes))
 
 
+def load_torchvision_head(decoder: nn.Module, *, head: str, backbone: str, weights: str) -> int:
+    """Load the `classifier` of torchvision's `{head}_{backbone}` weights (e.g. fcn_resnet50,
+    COCO with VOC labels) into a `fcn` / `deeplabv3` head; the last conv is kept when the class
+    count differs. `weights`: "coco" (torchvision's default), a tag, or a file. Returns the
+    number of tensors loaded. Offline without the file: a one-line error naming file and folder."""
+    from torchvision.models import get_model_weights, list_models
+    from torchvision.models import segmentation as tv_seg
+
+    from vision_transfer.weights import load_state_dict_file, offline_error, torch_hub_checkpoint_dir
+
+    if head not in ("fcn", "deeplabv3") or not isinstance(decoder, _TorchvisionHead):
+        raise VTError(f"model.head_weights is for model.head=fcn or deeplabv3 (torchvision's heads), not {head}")
+    name = f"{head}_{backbone}"
+    if Path(weights).suffix in (".pt", ".pth", ".safetensors"):
+        sd = load_state_dict_file(weights)
+    else:
+        valid = [m for m in list_models(module=tv_seg) if m.startswith(head + "_")]
+        if name not in valid:
+            raise VTError(f"torchvision has {head} weights only for {', '.join(valid)}; "
+                          f"model.backbone={backbone} cannot use model.head_weights={weights}")
+        enum = get_model_weights(name)
+        try:
+            w = enum.DEFAULT if weights in ("coco", "default") else enum[weights]
+        except KeyError:
+            raise VTError(f"unknown weights {weights!r} for {name}; valid: coco, "
+                          f"{', '.join(x.name for x in enum)}, or a file") from None
+        path = torch_hub_checkpoint_dir() / w.url.rsplit("/", 1)[-1]
+        if not path.is_file():
+            raise offline_error(f"torchvision weights {w} of {name}", w.url, path.name, path.parent)
+        sd = load_state_dict_file(path)
+    own = decoder.head.state_dict()
+    found = {k.removeprefix("classifier."): v for k, v in sd.items() if k.startswith("classifier.")}
+    fit = {k: v for k, v in found.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if not fit:
+        raise VTError(f"the weights {weights} hold no {head} head tensors that fit (expected classifier.* keys)")
+    decoder.head.load_state_dict(fit, strict=False)
+    return len(fit)
+
+
 def build_segmentation_model(*, backbone: Backbone, num_classes: int, head: str | nn.Module | Callable = "unet",
-                             decoder_channels: Sequence[int] | None = None) -> SegmentationModel:
+                             decoder_channels: Sequence[int] | None = None,
+                             head_weights: str | None = None) -> SegmentationModel:
     """Backbone + decoder. `head`: a registered name, a module (`forward(features) -> logits`)
-    or a builder `f(*, feature_info, num_classes, decoder_channels) -> module`."""
+    or a builder `f(*, feature_info, num_classes, decoder_channels) -> module`. `head_weights`:
+    torchvision's weights for the `fcn` / `deeplabv3` heads (see `load_torchvision_head`)."""
     if num_classes < 1:
         raise VTError(f"a segmentation model needs at least one class, got {num_classes}")
     if isinstance(head, nn.Module):
@@ -197,4 +239,9 @@ def build_segmentation_model(*, backbone: Backbone, num_classes: int, head: str 
         builder = SEGMENTATION_HEADS.get(head) if isinstance(head, str) else head
         decoder = builder(feature_info=list(backbone.feature_info), num_classes=num_classes,
                           decoder_channels=decoder_channels)
-    return SegmentationModel(backbone, decoder, num_classes=num_classes)
+    if head_weights and not (isinstance(head, str) and head in ("fcn", "deeplabv3")):
+        raise VTError(f"model.head_weights is for model.head=fcn or deeplabv3 (torchvision's heads), not {head}")
+    model = SegmentationModel(backbone, decoder, num_classes=num_classes)
+    # loaded when training starts (Task.prepare_training), not when a checkpoint is rebuilt
+    model.head_weights = (str(head), head_weights) if head_weights else None
+    return model
