@@ -68,7 +68,7 @@ class TransferConfig(_Section):
     bn: Literal["train", "eval", "frozen"] | None = None   # None: eval for frozen stages, train otherwise
     unfreeze_every: int = Field(1, ge=1)
     unfreeze_milestones: list[int] | None = None
-    probe_epochs: int | None = Field(None, ge=0)
+    probe_epochs: int | None = Field(None, ge=0)   # lp_ft: None = half of train.epochs
 
 
 class TrainConfig(_Section):

@@ -25,7 +25,7 @@ from .checkpoint import read_checkpoint, rng_state, save_atomic, set_rng_state
 from .device import Runtime, amp_dtype, barrier, broadcast_object, default_num_workers, use_channels_last
 from .logging import RunLogger
 from .optim import build_optimizer, warmup_cosine
-from .transfer import apply_plan, param_groups, plan_transfer, train_mode
+from .transfer import LP_FT_LR_MULT, TransferPlan, apply_plan, param_groups, plan_transfer, train_mode
 
 
 @dataclass
@@ -37,7 +37,8 @@ class TransferSettings:
     layer_lr_decay: float | None = None
     unfreeze_every: int = 1
     unfreeze_milestones: list[int] | None = None
-    probe_epochs: int | None = None
+    probe_epochs: int | None = None       # lp_ft: None = half the epochs
+    finetune_lr_mult: float = LP_FT_LR_MULT   # lp_ft: every lr x this after the probe
 
 
 @dataclass
@@ -154,7 +155,7 @@ def fit(model: nn.Module, task: Task, *, train_data: Dataset, val_data: Dataset 
     dtype = amp_dtype(rt.device, amp)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     num_stages = len(find_backbone(model).stages) if _has_backbone(model) else 0
-    plan_for = _planner(transfer, num_stages)
+    plan_for = _planner(transfer, num_stages, epochs)
     if num_stages:
         apply_plan(model, plan_for(0))
     groups = param_groups(model, lr=lr, weight_decay=weight_decay, backbone_lr_mult=transfer.backbone_lr_mult,
@@ -190,6 +191,8 @@ def fit(model: nn.Module, task: Task, *, train_data: Dataset, val_data: Dataset 
         if num_stages:
             plan = plan_for(epoch)
             apply_plan(model, plan)
+            _scale_lrs(opt, sched, plan)
+            train_model = _rewrap_if_changed(train_model, model, rt)
         train_loader.sampler.set_epoch(epoch)
         if hasattr(train_data, "set_epoch"):
             train_data.set_epoch(epoch)
@@ -242,12 +245,25 @@ def _has_backbone(model: nn.Module) -> bool:
         return False
 
 
-def _planner(t: TransferSettings, num_stages: int):
-    def plan(epoch: int):
+def _planner(t: TransferSettings, num_stages: int, epochs: int):
+    # lp_ft without probe_epochs probes for half the budget: Kumar et al. train the probe to
+    # convergence before fine-tuning, and one epoch of a head on a few images is far from that.
+    probe_epochs = t.probe_epochs if t.probe_epochs is not None else max(1, epochs // 2)
+
+    def plan(epoch: int) -> TransferPlan:
         return plan_transfer(strategy=t.strategy, num_stages=num_stages, freeze_layers=t.freeze_layers, bn=t.bn,
                              epoch=epoch, unfreeze_every=t.unfreeze_every,
-                             unfreeze_milestones=t.unfreeze_milestones, probe_epochs=t.probe_epochs)
+                             unfreeze_milestones=t.unfreeze_milestones, probe_epochs=probe_epochs,
+                             finetune_lr_mult=t.finetune_lr_mult)
     return plan
+
+
+def _scale_lrs(opt: torch.optim.Optimizer, sched: Any, plan: TransferPlan) -> None:
+    """Every group's base lr = its initial lr x `plan.lr_scale` (idempotent, so a resumed run
+    gets the same rates), and the current lr follows at once, not one step later."""
+    sched.base_lrs = [g["initial_lr"] * plan.lr_scale for g in opt.param_groups]
+    for g, base, f in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas):
+        g["lr"] = base * f(sched.last_epoch)
 
 
 def _wrap_ddp(model: nn.Module, rt: Runtime) -> nn.Module:
@@ -256,7 +272,23 @@ def _wrap_ddp(model: nn.Module, rt: Runtime) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [rt.device.index] if rt.device.type == "cuda" else None
-    return DDP(model, device_ids=ids, find_unused_parameters=True)
+    ddp = DDP(model, device_ids=ids, find_unused_parameters=True)
+    ddp._vt_trainable = _trainable_ids(model)  # noqa: SLF001 - read by _rewrap_if_changed
+    return ddp
+
+
+def _trainable_ids(model: nn.Module) -> frozenset[int]:
+    return frozenset(id(p) for p in model.parameters() if p.requires_grad)
+
+
+def _rewrap_if_changed(train_model: nn.Module, model: nn.Module, rt: Runtime) -> nn.Module:
+    """DDP registers its gradient all-reduce for the parameters that required grad when it was
+    built: a stage unfrozen later would train on each rank's own gradients and the ranks would
+    drift apart. A new wrapper when the trainable set changes (every rank changes at the same
+    epoch: the plan is a function of the epoch)."""
+    if not rt.distributed or getattr(train_model, "_vt_trainable", None) == _trainable_ids(model):
+        return train_model
+    return _wrap_ddp(model, rt)
 
 
 def _cpu_state(model: nn.Module) -> dict:

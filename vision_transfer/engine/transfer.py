@@ -16,26 +16,44 @@ from ..errors import VTError
 from ..task import find_backbone
 
 
+STRATEGIES = ("linear_probe", "finetune", "gradual_unfreeze", "lp_ft")
+BN_MODES = ("train", "eval", "frozen")
+
+# lp_ft's fine-tune phase runs at this fraction of every group's learning rate. Why lower: after
+# the probe the head already fits the features, so large steps are no longer needed to fix a random
+# head, and it is exactly large early steps that distort pretrained features (Kumar et al. 2022,
+# "Fine-Tuning can Distort Pretrained Features"; their LP-FT sweeps pick fine-tune lrs ~10x below
+# those of plain fine-tuning).
+LP_FT_LR_MULT = 0.1
+
+
 @dataclass(frozen=True)
 class TransferPlan:
     strategy: str
     frozen_stages: int        # the first k backbone stages are frozen
     bn: str                   # "train" | "eval" | "frozen"
+    lr_scale: float = 1.0     # a factor on every group's learning rate in this phase
 
 
 def plan_transfer(*, strategy: str, num_stages: int, freeze_layers: int = 0, bn: str | None = None,
                   epoch: int = 0, unfreeze_every: int = 1, unfreeze_milestones: list[int] | None = None,
-                  probe_epochs: int | None = None) -> TransferPlan:
+                  probe_epochs: int | None = None, finetune_lr_mult: float = LP_FT_LR_MULT) -> TransferPlan:
     """What is frozen at `epoch` (0-based) under `strategy`.
 
     - linear_probe: every stage frozen.
     - finetune: the first `freeze_layers` stages frozen.
     - gradual_unfreeze: head only at first; one more stage from the top every `unfreeze_every`
       epochs, or at each epoch of `unfreeze_milestones`; never below `freeze_layers`.
-    - lp_ft: linear probe for `probe_epochs`, then fine-tune from `freeze_layers`.
+    - lp_ft: linear probe for `probe_epochs`, then fine-tune from `freeze_layers` with every
+      learning rate times `finetune_lr_mult` (`lr_scale`).
+    BatchNorm: `bn` when given, else eval while every stage is frozen and train otherwise (norm
+    layers of frozen stages stay in eval whatever `bn` says, see `apply_plan`).
     """
+    if bn is not None and bn not in BN_MODES:
+        raise VTError(f"unknown transfer.bn {bn!r}; valid: {', '.join(BN_MODES)}")
     if freeze_layers > num_stages:
         raise VTError(f"transfer.freeze_layers={freeze_layers} but the backbone has {num_stages} stages (0..{num_stages})")
+    scale = 1.0
     if strategy == "linear_probe":
         frozen = num_stages
     elif strategy == "finetune":
@@ -49,10 +67,12 @@ def plan_transfer(*, strategy: str, num_stages: int, freeze_layers: int = 0, bn:
     elif strategy == "lp_ft":
         probe = 1 if probe_epochs is None else probe_epochs
         frozen = num_stages if epoch < probe else freeze_layers
+        if epoch >= probe:
+            scale = finetune_lr_mult
     else:
-        raise VTError(f"unknown transfer.strategy {strategy!r}; valid: linear_probe, finetune, gradual_unfreeze, lp_ft")
+        raise VTError(f"unknown transfer.strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
     default_bn = "eval" if frozen == num_stages else "train"
-    return TransferPlan(strategy=strategy, frozen_stages=frozen, bn=bn or default_bn)
+    return TransferPlan(strategy=strategy, frozen_stages=frozen, bn=bn or default_bn, lr_scale=scale)
 
 
 def apply_plan(model: nn.Module, plan: TransferPlan) -> None:
@@ -73,6 +93,8 @@ def apply_plan(model: nn.Module, plan: TransferPlan) -> None:
     for p in backbone.parameters():
         if id(p) not in staged:
             p.requires_grad_(last_trainable)
+    if not last_trainable:   # norm layers outside every stage follow the last stage too
+        frozen_ids.update(id(m) for m in backbone.modules())
     eval_norms = [m for m in backbone.modules() if isinstance(m, _BatchNorm)
                   and (plan.bn == "eval" or id(m) in frozen_ids)]
     model._vt_eval_norms = eval_norms  # noqa: SLF001 - read by train_mode()
@@ -81,7 +103,8 @@ def apply_plan(model: nn.Module, plan: TransferPlan) -> None:
 def train_mode(model: nn.Module) -> None:
     """`model.train()`, except norm layers of frozen stages (or all, with bn=eval) stay in eval."""
     model.train()
-    for m in getattr(model, "_vt_eval_norms", ()):
+    inner = getattr(model, "module", model)   # under DDP the marks sit on the wrapped model
+    for m in getattr(inner, "_vt_eval_norms", ()):
         m.eval()
 
 
