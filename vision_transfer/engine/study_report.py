@@ -1,0 +1,147 @@
+"""The study's outputs: per-cell summary with 95 % t-intervals, `study.json`, `study.md` (the
+table) and `study.png` (learning curves over samples per class on a log axis, CI bands), plus
+`study_layers.png` for the freeze-layers axis."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .logging import write_json
+
+
+def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float | None, float | None]:
+    """`(mean, low, high)`: Student-t interval of the mean over seeds (None, None for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None, None
+    from scipy.stats import t
+
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """One entry per (axis, strategy, freeze_layers, samples_per_class), in the rows' order:
+    `{strategy, samples_per_class, mean, ci95_low, ci95_high, n, axis, freeze_layers}`."""
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["axis"], r["strategy"], r["freeze_layers"], r["samples_per_class"]), []).append(r["value"])
+    out = []
+    for (axis, strategy, layers, k), values in groups.items():
+        mean, low, high = t_interval(values)
+        out.append({"strategy": strategy, "samples_per_class": k, "mean": mean, "ci95_low": low, "ci95_high": high,
+                    "n": len(values), "axis": axis, "freeze_layers": layers})
+    return out
+
+
+def write_study(out_dir: Path, rows: list[dict], *, task: str, monitor: str) -> list[dict]:
+    """study.json, study.md, study.png (and study_layers.png); returns the summary."""
+    summary = summarise(rows)
+    write_json(out_dir / "study.json", {"task": task, "metric": monitor, "rows": rows, "summary": summary})
+    _atomic_text(out_dir / "study.md", study_markdown(summary, rows, task=task, monitor=monitor))
+    curves = [s for s in summary if s["axis"] == "strategy"]
+    if curves:
+        plot_curves(curves, [r for r in rows if r["axis"] == "strategy"], out_dir / "study.png", x="samples_per_class",
+                    line="strategy", monitor=monitor, title=f"{task}: {monitor} vs labelled images per class")
+    layers = [s for s in summary if s["axis"] == "freeze_layers"]
+    if layers:
+        plot_curves(layers, [r for r in rows if r["axis"] == "freeze_layers"], out_dir / "study_layers.png",
+                    x="freeze_layers", line="samples_per_class", monitor=monitor,
+                    title=f"{task}: which layers transfer (fine-tune with the first k stages frozen)")
+    return summary
+
+
+def _fmt(v: float | None) -> str:
+    return "—" if v is None else f"{v:.3f}"
+
+
+def _cell_text(s: dict) -> str:
+    ci = "" if s["ci95_low"] is None else f" [{_fmt(s['ci95_low'])}, {_fmt(s['ci95_high'])}]"
+    return f"{_fmt(s['mean'])}{ci}"
+
+
+def _table(summary: list[dict], *, row_key: str, col_key: str, row_name: str, col_name: str) -> list[str]:
+    rows = list(dict.fromkeys(s[row_key] for s in summary))
+    cols = sorted(dict.fromkeys(s[col_key] for s in summary))
+    at = {(s[row_key], s[col_key]): s for s in summary}
+    lines = [f"| {row_name} | " + " | ".join(f"{col_name} {c}" for c in cols) + " |",
+             "|---|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append(f"| {r} | " + " | ".join(_cell_text(at[r, c]) if (r, c) in at else "" for c in cols) + " |")
+    return lines
+
+
+def study_markdown(summary: list[dict], rows: list[dict], *, task: str, monitor: str) -> str:
+    n = max((s["n"] for s in summary), default=0)
+    lines = [f"# {task} study: {monitor} on the full validation split", "",
+             f"Mean over {n} seeds [95 % t-interval]; each seed draws its own stratified subset of the train split "
+             "and trains with the same budget; the value is the last epoch's.", ""]
+    strategy = [s for s in summary if s["axis"] == "strategy"]
+    if strategy:
+        lines += _table(strategy, row_key="strategy", col_key="samples_per_class", row_name="strategy",
+                        col_name="per class")
+        lines += ["", "![learning curves](study.png)", ""]
+    layers = [s for s in summary if s["axis"] == "freeze_layers"]
+    if layers:
+        lines += ["## Which layers transfer", "",
+                  "Pretrained weights fine-tuned with the first k backbone stages frozen.", ""]
+        lines += _table(layers, row_key="freeze_layers", col_key="samples_per_class", row_name="frozen stages",
+                        col_name="per class")
+        lines += ["", "![which layers transfer](study_layers.png)", ""]
+    seconds = {}
+    for r in rows:
+        seconds.setdefault(r["strategy"] if r["axis"] == "strategy" else f"freeze {r['freeze_layers']}", []).append(
+            r["train_time_s"])
+    lines += ["Mean wall time per run: " + ", ".join(f"{k} {sum(v) / len(v):.1f} s" for k, v in seconds.items()), ""]
+    return "\n".join(lines)
+
+
+def plot_curves(summary: list[dict], rows: list[dict], path: Path, *, x: str, line: str, monitor: str,
+                title: str) -> None:
+    """One line per `line` value over `x`, mean with a shaded 95 % band and each seed as a dot;
+    samples per class on a log axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for i, name in enumerate(dict.fromkeys(s[line] for s in summary)):
+        pts = sorted((s for s in summary if s[line] == name), key=lambda s: s[x])
+        xs, means = [s[x] for s in pts], [s["mean"] for s in pts]
+        colour = f"C{i}"
+        label = name if line == "strategy" else f"{name} per class"
+        ax.plot(xs, means, "o-", color=colour, label=label, lw=2)
+        band = [(s[x], s["ci95_low"], s["ci95_high"]) for s in pts if s["ci95_low"] is not None]
+        if band:
+            bx, lo, hi = zip(*band)
+            ax.fill_between(bx, lo, hi, color=colour, alpha=0.2, lw=0)
+        seeds = [(r[x], r["value"]) for r in rows if r[line] == name]
+        ax.scatter([p[0] for p in seeds], [p[1] for p in seeds], s=10, color=colour, alpha=0.5)
+    if x == "samples_per_class":
+        ax.set_xscale("log")
+        ticks = sorted({s[x] for s in summary})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("labelled images per class (log scale)")
+    else:
+        ax.set_xlabel("frozen backbone stages (from the stem)")
+        ax.set_xticks(sorted({s[x] for s in summary}))
+    ax.set_ylabel(f"{monitor} (val)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
