@@ -23,7 +23,8 @@ class Runtime:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """Launched by torchrun: a process group exists (even of one process) and DDP wraps the model."""
+        return dist.is_available() and dist.is_initialized()
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -45,7 +46,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 def setup_runtime(device: str = "auto") -> Runtime:
     """Initialise the process group when launched by torchrun (WORLD_SIZE > 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if "RANK" not in os.environ or "LOCAL_RANK" not in os.environ:   # not launched by torchrun
         return Runtime(resolve_device(device))
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device)

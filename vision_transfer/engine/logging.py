@@ -70,7 +70,7 @@ class RunLogger:
             return
         shown = _scalars(row)
         speed = {"images_per_s", "epoch_time_s", "lr", "epoch"}
-        keys = ["train_loss", monitor] + [k for k in shown if k not in speed and k not in ("train_loss", monitor)]
+        keys = list(dict.fromkeys(["train_loss", monitor] + [k for k in shown if k not in speed]))
         text = "  ".join(f"{k} {shown[k]:.4g}" for k in keys[:5] if k in shown)
         console.print(f"epoch {row['epoch']:>3}  {text}  [dim]{shown.get('images_per_s', 0):.0f} img/s "
                       f"{shown.get('epoch_time_s', 0):.1f}s[/dim]", soft_wrap=True)

