@@ -173,7 +173,8 @@ def study_from_config(cfg: Config) -> StudyResult:
 
     cells = study_grid(cfg)
     monitor = get_task(cfg.task).monitor
-    out_dir = Path(cfg.run.out_dir) if cfg.run.out_dir else Path("runs") / f"study-{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out_dir = Path(cfg.run.out_dir) if cfg.run.out_dir else Path("runs") / f"study-{cfg.task}-{stamp}"
     out_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint(cfg)
     rows_path = out_dir / "rows.jsonl"
