@@ -16,7 +16,7 @@ python3 -c "import torch, vision_transfer.tasks.classification; print('torch', t
 B=${OLDPWD}/benchmarks
 if [ "$what" = tasks ] || [ "$what" = all ]; then
   echo "== detection and segmentation short runs on CUDA (AMP, channels-last): their tests with device auto"
-  (cd "$OLDPWD" && timeout 240 python3 -m pytest -q -x -p no:cacheprovider tests/test_detection.py tests/test_segmentation.py \
+  (cd "$OLDPWD" && timeout 240 python3 -P -m pytest -q -x -p no:cacheprovider tests/test_detection.py tests/test_segmentation.py \
      -k "short_run" 2>&1 | tail -4)
 fi
 [ "$what" = tasks ] && exit 0
