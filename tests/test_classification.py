@@ -125,3 +125,33 @@ def test_custom_head_example_runs():
     result = runpy.run_path(str(Path(__file__).parents[1] / "examples" / "custom_head.py"), run_name="__test__")
     run = result["main"](epochs=2, quiet=True)
     assert run.metrics["accuracy"] > 0.5
+
+
+@pytest.mark.parametrize("name", ["resnet18", "tf_efficientnet_lite0"])
+def test_frozen_batchnorm_is_used_by_every_stage(name):
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    model = vt.build_model("classification", backbone=name, num_classes=3)
+    x = torch.randn(2, 3, 64, 64)
+    reference = model.eval()(x)
+    apply_plan(model, plan_transfer(strategy="finetune", num_stages=len(model.backbone.stages), bn="frozen"))
+    assert not [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    assert not [m for s in model.backbone.stages for m in s.modules() if isinstance(m, _BatchNorm)]
+    # train mode changes nothing: statistics are frozen, activations of BN+act layers are kept
+    assert torch.allclose(model.train()(x), reference, atol=1e-4)
+
+
+def test_a_non_finite_loss_stops_with_one_clear_line(shapes_folder, tmp_path):
+    class Exploding(torch.nn.Module):
+        def __init__(self, in_channels, num_classes):
+            super().__init__()
+            self.fc = torch.nn.Linear(in_channels, num_classes)
+
+        def forward(self, x):
+            return self.fc(x.mean((2, 3))) * float("nan")
+
+    with pytest.raises(VTError, match=r"the loss became nan at epoch 1.*lower train.lr"):
+        vt.train("classification", overrides={"data.format": "folder", "data.root": str(shapes_folder),
+                                              "run.out_dir": str(tmp_path), "model.backbone": "mobilenet_v3_small",
+                                              "model.weights": None, "train.epochs": 1, **FAST},
+                 head=lambda *, in_channels, num_classes, **_: Exploding(in_channels, num_classes))

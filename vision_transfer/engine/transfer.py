@@ -108,20 +108,29 @@ def train_mode(model: nn.Module) -> None:
         m.eval()
 
 
-def freeze_batchnorm(module: nn.Module) -> None:
-    """Replace every BatchNorm2d below `module` by FrozenBatchNorm2d (same statistics, no updates)."""
-    from torchvision.ops.misc import FrozenBatchNorm2d
+def freeze_batchnorm(backbone: nn.Module) -> None:
+    """Replace every BatchNorm below `backbone` by its frozen twin (same statistics, no updates).
 
-    for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
-            frozen.weight.copy_(child.weight.detach())
-            frozen.bias.copy_(child.bias.detach())
-            frozen.running_mean.copy_(child.running_mean)
-            frozen.running_var.copy_(child.running_var)
-            setattr(module, name, frozen)
-        else:
-            freeze_batchnorm(child)
+    timm's `freeze_batch_norm_2d` converts plain BatchNorm2d and timm's BatchNorm+activation
+    layers (keeping the activation). Stages may hold their own references to the body's modules
+    (a ResNet stem is `Sequential(conv1, bn1, relu)`), so the swap is memoised and applied to the
+    body and to every stage: both then run the same frozen module."""
+    from timm.layers import freeze_batch_norm_2d
+
+    memo: dict[int, nn.Module] = {}
+
+    def swap(module: nn.Module) -> None:
+        for name, child in module.named_children():
+            if isinstance(child, _BatchNorm):
+                if id(child) not in memo:
+                    memo[id(child)] = freeze_batch_norm_2d(child)
+                setattr(module, name, memo[id(child)])
+            else:
+                swap(child)
+
+    swap(backbone)
+    for stage in getattr(backbone, "stages", ()):
+        swap(stage)
 
 
 def param_groups(model: nn.Module, *, lr: float, weight_decay: float, backbone_lr_mult: float = 1.0,
