@@ -133,3 +133,10 @@ def test_packaged_weights_are_checksum_verified(monkeypatch):
     monkeypatch.setattr(weights, "_VERIFIED", set())
     with pytest.raises(VTError, match="checksum mismatch"):
         weights.packaged_weights_path("tf_efficientnet_lite0")
+
+
+def test_timm_weights_offline_fail_fast(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(VTError, match="timm weights of resnet18 are not on this machine"):
+        create_backbone("timm/resnet18", weights="imagenet")

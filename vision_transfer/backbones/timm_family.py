@@ -72,6 +72,9 @@ class TimmBackbone(Backbone):
         kwargs = {}
         if weights.kind == "tag":
             target = f"{model_name}.{weights.value}"
+        if pretrained and not _hub_cached(target) and not _hub_reachable():
+            raise offline_error(f"timm weights of {target}", None, "the model files",
+                                "the Hugging Face cache (HF_HOME)")
         try:
             self.body = timm.create_model(target, pretrained=pretrained, features_only=True, **kwargs)
         except (OSError, RuntimeError, ValueError) as e:
@@ -131,6 +134,44 @@ class LiteBackbone(Backbone):
         self.weights = str(weights)
         self.preprocessing = _preprocessing(body.pretrained_cfg)
         self._finish(stages, infos, out_indices)
+
+
+def _hub_cached(target: str) -> bool:
+    """Whether timm's weights for `target` (a model name, `name.tag` or `hf-hub:ORG/NAME`) are in the HF cache."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        from timm.models import get_pretrained_cfg
+
+        if target.startswith("hf-hub:"):
+            repo = target.split(":", 1)[1]
+        else:
+            cfg = get_pretrained_cfg(target)
+            repo = getattr(cfg, "hf_hub_id", None) if cfg else None
+        if not repo:
+            return False
+        return any(isinstance(try_to_load_from_cache(repo, f), str)
+                   for f in ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors"))
+    except Exception:  # noqa: BLE001 - unknown: let timm try
+        return True
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP probe of the hub, so that offline machines get the error at once instead of
+    after a minute of download retries."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        return False
+    try:
+        from huggingface_hub import constants
+
+        host = urlparse(constants.ENDPOINT).hostname
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def _drop_head(sd: dict, backbone: Backbone) -> dict:
