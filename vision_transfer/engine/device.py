@@ -27,7 +27,8 @@ class Runtime:
         return dist.is_available() and dist.is_initialized()
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def resolve_device(name: str | torch.device | None = "auto", *, option: str = "train.device") -> torch.device:
+    """`auto` picks CUDA, then Apple's MPS, then the CPU; `option` names the setting in errors."""
     if name in ("auto", "", None):
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -37,9 +38,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise VTError(f"train.device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+        raise VTError(f"{option} {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise VTError(f"train.device={name} but no CUDA GPU is visible here; use train.device=cpu or auto")
+        raise VTError(f"{option} {name} asks for CUDA but no GPU is visible here; use cpu or auto")
     return dev
 
 

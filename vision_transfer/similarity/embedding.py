@@ -46,15 +46,9 @@ class EmbeddingModel:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise VTError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise VTError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
-    return dev
+    from ..engine.device import resolve_device as resolve
+
+    return resolve(device, option="--device")
 
 
 def _file_sha256(path: str | None) -> str | None:
