@@ -40,6 +40,11 @@ class DataConfig(_Section):
     palette: dict[str, list[int]] | list[list[int]] | None = None   # segmentation: RGB colour per class
     num_workers: int | None = Field(None, ge=0)   # None: min(4, cores - 1)
     max_per_class: int | None = Field(None, ge=1)   # subsample the train split (stratified, seeded)
+    # classification augmentation: random-resized crops keep at least `crop_scale` of the image
+    # (raise it when the evidence is small, e.g. a crack in a solar cell); flips; 90-degree turns
+    crop_scale: float = Field(0.35, gt=0.0, le=1.0)
+    vflip: bool = False
+    rotate90: bool = False
 
 
 class ModelConfig(_Section):

@@ -99,7 +99,8 @@ class Classification(Task):
             train_items = per_class_subset(train_items, per_class=data.max_per_class, seed=seed)
         info: dict = {}
         t_train = classification_transforms("train", image_size=image_size, preprocessing=preprocessing,
-                                            augment=augment)
+                                            augment=augment, crop_scale=data.crop_scale, vflip=data.vflip,
+                                            rotate90=data.rotate90)
         t_val = classification_transforms("val", image_size=image_size, preprocessing=preprocessing)
         train = _dataset(train_items, t_train, seed, info, "train")
         val = _dataset(val_items, t_val, seed, info, "val") if val_items is not None and len(val_items) else None
