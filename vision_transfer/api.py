@@ -28,6 +28,7 @@ from .engine.checkpoint import FORMAT, load_model, read_checkpoint
 from .engine.device import resolve_device, setup_runtime
 from .engine.logging import console, write_json
 from .engine.loop import TransferSettings, fit, make_loader
+from .engine.subsample import subsample_train
 from .errors import VTError
 from .task import get_task
 
@@ -120,6 +121,8 @@ def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: An
     image_size = cfg.train.image_size or task.default_image_size
     splits = task.build_datasets(data=cfg.data, image_size=image_size, preprocessing=bb.preprocessing,
                                  seed=cfg.train.seed, augment=cfg.train.augment)
+    if cfg.data.max_per_class:   # every task: at most k images per class (a no-op where the task did it)
+        splits.train = subsample_train(splits.train, per_class=cfg.data.max_per_class, seed=cfg.train.seed)
     head_arg = head if head is not None else (task.default_head if cfg.model.head == "default" else cfg.model.head)
     options = {k: getattr(cfg.model, k) for k in task.model_options}
     options.update({k: getattr(cfg.train, k) for k in task.loss_options})
@@ -140,7 +143,8 @@ def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: An
                  transfer=TransferSettings(strategy=strategy, freeze_layers=t.freeze_layers, bn=_bn_mode(t.bn, bb),
                                            backbone_lr_mult=t.backbone_lr_mult, layer_lr_decay=t.layer_lr_decay,
                                            unfreeze_every=t.unfreeze_every,
-                                           unfreeze_milestones=t.unfreeze_milestones, probe_epochs=t.probe_epochs),
+                                           unfreeze_milestones=t.unfreeze_milestones, probe_epochs=t.probe_epochs,
+                                           finetune_lr_mult=t.finetune_lr_mult),
                  runtime=rt, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
                  grad_accum=cfg.train.grad_accum, grad_clip=cfg.train.grad_clip,
                  early_stopping=cfg.train.early_stopping, seed=cfg.train.seed, num_workers=cfg.data.num_workers,

@@ -40,6 +40,7 @@ class DataConfig(_Section):
     palette: dict[str, list[int]] | list[list[int]] | None = None   # segmentation: RGB colour per class
     num_workers: int | None = Field(None, ge=0)   # None: min(4, cores - 1)
     max_per_class: int | None = Field(None, ge=1)   # subsample the train split (stratified, seeded)
+    split_seed: int = 0          # seeds the train/val split (data.val_split), fixed across train.seed
     # classification augmentation: random-resized crops keep at least `crop_scale` of the image
     # (raise it when the evidence is small, e.g. a crack in a solar cell); flips; 90-degree turns
     crop_scale: float = Field(0.35, gt=0.0, le=1.0)
@@ -74,6 +75,7 @@ class TransferConfig(_Section):
     unfreeze_every: int = Field(1, ge=1)
     unfreeze_milestones: list[int] | None = None
     probe_epochs: int | None = Field(None, ge=0)   # lp_ft: None = half of train.epochs
+    finetune_lr_mult: float = Field(0.1, gt=0.0, le=1.0)   # lp_ft: every lr x this after the probe
 
 
 class TrainConfig(_Section):

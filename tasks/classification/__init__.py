@@ -94,7 +94,7 @@ class Classification(Task):
         return build_classifier(backbone=backbone, num_classes=num_classes, head=head, **options)
 
     def build_datasets(self, *, data, image_size, preprocessing, seed, augment=True) -> DataSplits:
-        train_items, val_items = read_split_items(data, seed=seed)
+        train_items, val_items = read_split_items(data, seed=data.split_seed)
         if data.max_per_class:
             train_items = per_class_subset(train_items, per_class=data.max_per_class, seed=seed)
         info: dict = {}

@@ -74,7 +74,7 @@ def build_splits(*, data: Any, image_size: int, preprocessing: Preprocessing, se
     val = read_split(data, "val", data.classes or train.classes)   # same labels as train, or a VTError
     info = {f"train_{k}": v for k, v in train.info.items()}
     if val is None and data.val_split > 0:
-        train, val = _hold_out(train, data.val_split, seed)
+        train, val = _hold_out(train, data.val_split, data.split_seed)
     elif val is not None:
         info.update({f"val_{k}": v for k, v in val.info.items()})
     if not train.images:

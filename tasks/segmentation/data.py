@@ -198,7 +198,7 @@ def build_splits(*, data: Any, image_size: int, preprocessing: Preprocessing, se
     if has_val:
         val_items, val_mask_of = load(data.val)
     elif data.val_split > 0 and len(train_items) > 1:
-        order = np.random.default_rng(seed).permutation(len(train_items))
+        order = np.random.default_rng(data.split_seed).permutation(len(train_items))
         n_val = max(1, round(len(train_items) * data.val_split))
         val_items = [train_items[i] for i in sorted(order[:n_val])]
         train_items = [train_items[i] for i in sorted(order[n_val:])]
