@@ -140,7 +140,7 @@ def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: An
                  epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, lr=lr,
                  weight_decay=cfg.train.weight_decay, optimizer=cfg.train.optimizer,
                  warmup_epochs=cfg.train.warmup_epochs,
-                 transfer=TransferSettings(strategy=strategy, freeze_layers=t.freeze_layers, bn=_bn_mode(t.bn, bb),
+                 transfer=TransferSettings(strategy=strategy, freeze_layers=t.freeze_layers, bn=t.bn,
                                            backbone_lr_mult=t.backbone_lr_mult, layer_lr_decay=t.layer_lr_decay,
                                            unfreeze_every=t.unfreeze_every,
                                            unfreeze_milestones=t.unfreeze_milestones, probe_epochs=t.probe_epochs,
@@ -165,15 +165,6 @@ def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: An
                       f"run folder {out_dir}")
     return RunResult(out_dir=out_dir, metrics=result.best_metrics, best_epoch=result.best_epoch,
                      train_time_s=result.train_time_s, model=plan.export or plan.model)
-
-
-def _bn_mode(bn: str | None, backbone: Backbone) -> str | None:
-    """BatchNorm of a pretrained backbone stays in eval by default: on a few hundred images,
-    ImageNet's statistics beat those of batches of 8-32 (torchvision's detection references and
-    smp's freeze_encoder do the same); a randomly initialised backbone must learn its own."""
-    if bn is not None:
-        return bn
-    return "eval" if backbone.weights not in (None, "none") else None
 
 
 def _fmt(v: Any) -> str:
