@@ -57,3 +57,12 @@ def test_every_design_key_is_accepted():
               "train.image_size", "train.device", "train.seed", "train.resume", "run.out_dir", "study.strategies",
               "study.samples_per_class", "study.seeds"]
     assert not set(design) - set(valid_keys())
+
+
+def test_every_shipped_recipe_validates():
+    from pathlib import Path
+
+    recipes = sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml"))
+    assert {p.parent.name for p in recipes} == {"classification", "detection", "segmentation"}
+    for p in recipes:
+        load_config(p.parent.name, path=p)
