@@ -117,7 +117,9 @@ def plot_curves(summary: list[dict], rows: list[dict], path: Path, *, x: str, li
         band = [(s[x], s["ci95_low"], s["ci95_high"]) for s in pts if s["ci95_low"] is not None]
         if band:
             bx, lo, hi = zip(*band)
-            ax.fill_between(bx, lo, hi, color=colour, alpha=0.2, lw=0)
+            # every monitored metric (accuracy, AP, mIoU) is a fraction: draw the band inside [0, 1]
+            # (study.json keeps the raw interval, which few seeds can push past the bounds)
+            ax.fill_between(bx, [max(0.0, v) for v in lo], [min(1.0, v) for v in hi], color=colour, alpha=0.2, lw=0)
         seeds = [(r[x], r["value"]) for r in rows if r[line] == name]
         ax.scatter([p[0] for p in seeds], [p[1] for p in seeds], s=10, color=colour, alpha=0.5)
     if x == "samples_per_class":
@@ -130,6 +132,7 @@ def plot_curves(summary: list[dict], rows: list[dict], path: Path, *, x: str, li
         ax.set_xlabel("frozen backbone stages (from the stem)")
         ax.set_xticks(sorted({s[x] for s in summary}))
     ax.set_ylabel(f"{monitor} (val)")
+    ax.set_ylim(top=min(1.02, max(ax.get_ylim()[1], 0.0)))
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
