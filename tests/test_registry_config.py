@@ -26,6 +26,9 @@ def test_overrides_are_yaml_values():
     tree = parse_overrides(["train.epochs=5", "data.classes=[background, nucleus]", "model.weights=none",
                             "train.lr=3e-4"])
     assert tree["train"]["epochs"] == 5 and tree["data"]["classes"] == ["background", "nucleus"]
+    import os
+
+    assert load_config("classification", overrides=["data.root=~/cells"]).data.root == os.path.expanduser("~/cells")
     cfg = load_config("classification", overrides=["train.epochs=5", "train.lr=3e-4", "model.weights=none"])
     assert cfg.train.epochs == 5 and cfg.train.lr == pytest.approx(3e-4) and cfg.model.weights == "none"
 

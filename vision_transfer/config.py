@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import VTError, did_you_mean
 
@@ -24,10 +24,17 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def _expand(v: str | None) -> str | None:
+    """`~/data` -> `/home/me/data`: shells leave a tilde inside `key=~/path` alone."""
+    return os.path.expanduser(v) if isinstance(v, str) else v
+
+
 class SplitConfig(_Section):
     images: str | None = None
     annotations: str | None = None
     masks: str | None = None
+
+    _paths = field_validator("images", "annotations", "masks")(_expand)
 
 
 class DataConfig(_Section):
@@ -40,6 +47,7 @@ class DataConfig(_Section):
     palette: dict[str, list[int]] | list[list[int]] | None = None   # segmentation: RGB colour per class
     num_workers: int | None = Field(None, ge=0)   # None: min(4, cores - 1)
     max_per_class: int | None = Field(None, ge=1)   # subsample the train split (stratified, seeded)
+    _paths = field_validator("root")(_expand)
     split_seed: int = 0          # seeds the train/val split (data.val_split), fixed across train.seed
     # classification augmentation: random-resized crops keep at least `crop_scale` of the image
     # (raise it when the evidence is small, e.g. a crack in a solar cell); flips; 90-degree turns
@@ -102,6 +110,8 @@ class TrainConfig(_Section):
 
 class RunConfig(_Section):
     out_dir: str | None = None   # None: runs/<task>-<timestamp>
+
+    _paths = field_validator("out_dir")(_expand)
     tensorboard: bool = True      # when tensorboard is installed
 
 
