@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from vision_transfer.backbones import BACKBONES, Backbone, create_backbone, register_backbone
 from vision_transfer.backbones.torchvision_family import FAMILIES
