@@ -70,3 +70,17 @@ def test_every_command_has_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"])
     assert e.value.code == 0 and "usage: vt " + cmd in capsys.readouterr().out
+
+
+def test_demo_end_to_end_on_a_tiny_budget(tmp_path, monkeypatch):
+    pytest.importorskip("elpv_dataset")
+    from vision_transfer import demo
+
+    monkeypatch.setattr(demo, "QUICK", demo.Budget(per_class_train=4, per_class_val=4, image_size=32, epochs=1,
+                                                   probe_epochs=2, batch_size=8))
+    assert main(["demo", "--quick", "--out", str(tmp_path / "demo"), "--device", "cpu"]) == 0
+    report = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    assert [r["run"] for r in report["results"]] == ["linear probe (ImageNet)", "fine-tune (ImageNet)", "from scratch"]
+    assert all(0.0 <= r["accuracy"] <= 1.0 and len(r["confusion_matrix"]) == 2 for r in report["results"])
+    for f in ("demo.md", "demo.png", "linear_probe/confusion_matrix.png", "finetune/checkpoints/best.pt"):
+        assert (tmp_path / "demo" / f).is_file(), f
