@@ -58,18 +58,9 @@ def make_loader(dataset: Dataset, task: Task, *, batch_size: int, train: bool, s
     if train:
         sampler = DistributedSampler(dataset, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
-                      worker_init_fn=_quiet_worker if workers else None,
                       collate_fn=task.collate, pin_memory=rt.device.type == "cuda",
                       drop_last=False, persistent_workers=False,
                       generator=torch.Generator().manual_seed(seed))
-
-
-def _quiet_worker(_: int) -> None:
-    """Loader workers decode and augment on one thread each: OpenCV's own thread pool would fight
-    the training process for the same cores."""
-    import cv2
-
-    cv2.setNumThreads(1)
 
 
 def train_one_epoch(model: nn.Module, task: Task, loader: DataLoader, *, optimizer: torch.optim.Optimizer,
