@@ -143,7 +143,8 @@ class Classification(Task):
     def _features(self, model: Classifier, dataset: ImageDataset, device, batch_size, num_workers, desc):
         bb = model.backbone
         key = cache_key(backbone=bb.name, weights=bb.weights, preprocessing=bb.preprocessing.to_dict(),
-                        image_size=int(dataset[0]["image"].shape[-1]), paths=dataset.paths)
+                        image_size=int(dataset[0]["image"].shape[-1]), paths=dataset.paths,
+                        channels=[f.channels for f in bb.stage_info])
         return cached_features(bb, model.head.pooled, dataset, key=key, device=device,
                                batch_size=max(batch_size, 64), num_workers=num_workers or 0, desc=desc)
 

@@ -21,9 +21,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("VT_CACHE_DIR", Path.home() / ".cache" / "vision_transfer")) / "features"
 
 
-def cache_key(*, backbone: str, weights: str | None, preprocessing: dict, image_size: int, paths: list[Path]) -> str:
+def cache_key(*, backbone: str, weights: str | None, preprocessing: dict, image_size: int, paths: list[Path],
+              channels: list[int] | None = None) -> str:
+    """`channels` (the backbone's stage channels) ties the key to the architecture too, so a
+    backbone whose layout changed between versions never reads stale features."""
     h = hashlib.sha256()
-    h.update(json.dumps([backbone, weights, preprocessing, image_size]).encode())
+    h.update(json.dumps([backbone, weights, preprocessing, image_size, channels]).encode())
     for p in paths:
         st = os.stat(p)
         h.update(f"{Path(p).resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -58,7 +61,8 @@ def cached_features(backbone, pool, dataset, *, key: str | None, device, batch_s
     if path is not None and path.is_file():
         try:
             d = torch.load(path, map_location="cpu", weights_only=True)
-            return d["features"], d["labels"]
+            if d["features"].shape == (len(dataset), backbone.num_features):
+                return d["features"], d["labels"]
         except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed
             path.unlink(missing_ok=True)
     was_cl = next(backbone.parameters()).is_contiguous()
