@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .backbones import Backbone, create_backbone
-from .config import Config, build_config, config_to_yaml, load_config, merge, parse_overrides
+from .config import Config, build_config, config_to_yaml, merge, parse_overrides, read_yaml
 from .engine.checkpoint import FORMAT, load_model, read_checkpoint
 from .engine.device import resolve_device, setup_runtime
 from .engine.logging import console, write_json
@@ -60,13 +60,14 @@ def build_model(task: str, *, backbone: str | Backbone = "tf_efficientnet_lite0"
 
 def _resolve_config(task: str, config: Config | dict | str | os.PathLike | None,
                     overrides: dict | list[str] | None) -> Config:
+    """Defaults <- `config` (a Config, a dict of sections or a YAML path) <- dotted `overrides`."""
     if isinstance(config, Config):
         base = config.model_dump(mode="json")
         base.pop("task", None)
     elif isinstance(config, dict):
         base = config
     elif config is not None:
-        return load_config(task, path=config, overrides=_override_list(overrides))
+        base = read_yaml(config)
     else:
         base = {}
     extra = parse_overrides(overrides) if isinstance(overrides, list) else _dotted_tree(overrides or {})
@@ -80,15 +81,6 @@ def _dotted_tree(d: dict) -> dict:
     for k, v in d.items():
         set_dotted(tree, k, v)
     return tree
-
-
-def _override_list(overrides) -> list[str] | None:
-    if overrides is None or isinstance(overrides, list):
-        return overrides
-    import yaml
-
-    return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-            for k, v in overrides.items()]
 
 
 def train(task: str, *, config: Config | dict | str | None = None, overrides: dict | list[str] | None = None,
