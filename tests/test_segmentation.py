@@ -216,3 +216,29 @@ def test_torchvision_head_weights_load_from_a_file_or_fail_in_one_line(tmp_path)
     with pytest.raises(VTError, match="only for .*resnet50") as e:
         load_torchvision_head(model.decoder, head="fcn", backbone="resnet18", weights="coco")
     assert "\n" not in str(e.value)
+
+
+def test_persistent_loader_workers_see_each_epoch_of_augmentation(tmp_path):
+    """Loader workers live across epochs; the augmentation they apply in epoch e must still be
+    epoch e's, the same as the main process draws with no workers."""
+    from vision_transfer.engine.device import Runtime
+    from vision_transfer.engine.loop import make_loader
+
+    write_folder(tmp_path, range(6), size=32)
+    data = DataConfig(format="masks", train={"images": str(tmp_path / "images"), "masks": str(tmp_path / "masks")},
+                      classes=SHAPES, val_split=0.0)
+    pre = create_backbone("resnet18").preprocessing
+    rt = Runtime(device=torch.device("cpu"))
+    task = Segmentation()
+    runs = {}
+    for workers in (0, 1):
+        train = build_splits(data=data, image_size=32, preprocessing=pre, seed=3).train
+        loader = make_loader(train, task, batch_size=6, train=True, seed=3, rt=rt, num_workers=workers)
+        assert loader.persistent_workers == (workers > 0)
+        runs[workers] = []
+        for epoch in range(3):
+            loader.sampler.set_epoch(epoch)
+            train.set_epoch(epoch)
+            runs[workers].append(next(iter(loader)))
+    for a, b in zip(runs[0], runs[1]):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])

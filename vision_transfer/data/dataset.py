@@ -4,7 +4,8 @@
   and counted; a file that fails to decode later is replaced by the next good sample, counted,
   and warned about once, never a crash mid-epoch.
 - Augmentation is seeded per (seed, epoch, index), so a run resumed from a checkpoint sees
-  exactly the augmentations of an uninterrupted one, with any number of loader workers.
+  exactly the augmentations of an uninterrupted one, with any number of loader workers. The
+  epoch sits in shared memory, so persistent loader workers see `set_epoch` too.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -42,7 +44,29 @@ def warn_skipped(bad: list[str], what: str = "images") -> None:
         warnings.warn(f"skipped {len(bad)} unreadable {what} (first: {bad[0]})", stacklevel=2)
 
 
-class ImageDataset(Dataset):
+class EpochSeeded:
+    """Per-sample augmentation seeds from (seed, epoch, index). The epoch is a shared-memory
+    tensor: loader workers that live across epochs (`persistent_workers`) read the value the
+    main process set with `set_epoch`, instead of the copy they were forked with."""
+
+    seed: int = 0
+
+    def _init_seeding(self, seed: int) -> None:
+        self.seed = seed
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(epoch)
+
+    def sample_seed(self, i: int) -> int:
+        return (self.seed * 1_000_003 + self.epoch * 10_007 + i) % 2**31
+
+
+class ImageDataset(EpochSeeded, Dataset):
     """Samples `{"image": HxWx3 uint8, **target}` -> `transform(sample)`.
 
     `targets[i]` is the task's target dict of `paths[i]`; `transform` maps a sample dict to the
@@ -51,14 +75,12 @@ class ImageDataset(Dataset):
     def __init__(self, paths: Sequence[Path], targets: Sequence[dict], *,
                  transform: Callable[[dict, int], dict] | None = None, seed: int = 0) -> None:
         self.paths, self.targets = list(paths), list(targets)
-        self.transform, self.seed, self.epoch = transform, seed, 0
+        self.transform = transform
+        self._init_seeding(seed)
         self.failed = 0
 
     def __len__(self) -> int:
         return len(self.paths)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def load(self, i: int) -> dict:
         return {"image": read_image(self.paths[i]), **self.targets[i]}
@@ -78,7 +100,7 @@ class ImageDataset(Dataset):
         sample["index"] = i
         if self.transform is None:
             return sample
-        return self.transform(sample, (self.seed * 1_000_003 + self.epoch * 10_007 + i) % 2**31)
+        return self.transform(sample, self.sample_seed(i))
 
 
 class albumentations_transform:  # noqa: N801 - used like a function

@@ -24,7 +24,7 @@ from ..task import Task, find_backbone
 from .checkpoint import read_checkpoint, rng_state, save_atomic, set_rng_state
 from .device import Runtime, amp_dtype, barrier, broadcast_object, default_num_workers, use_channels_last
 from .logging import RunLogger
-from .optim import build_optimizer, warmup_cosine
+from .optim import build_optimizer, lr_schedule
 from .transfer import LP_FT_LR_MULT, TransferPlan, apply_plan, param_groups, plan_transfer, train_mode
 
 
@@ -59,7 +59,7 @@ def make_loader(dataset: Dataset, task: Task, *, batch_size: int, train: bool, s
         sampler = DistributedSampler(dataset, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
                       collate_fn=task.collate, pin_memory=rt.device.type == "cuda",
-                      drop_last=False, persistent_workers=False,
+                      drop_last=False, persistent_workers=workers > 0,
                       generator=torch.Generator().manual_seed(seed))
 
 
@@ -141,7 +141,7 @@ def _better(a: float, b: float | None, monitor: str) -> bool:
 
 def fit(model: nn.Module, task: Task, *, train_data: Dataset, val_data: Dataset | None, classes: list[str],
         epochs: int, batch_size: int, lr: float, weight_decay: float = 1e-4, optimizer: str = "adamw",
-        warmup_epochs: float = 1.0, transfer: TransferSettings | None = None, runtime: Runtime,
+        warmup_epochs: float = 1.0, schedule: str = "cosine", transfer: TransferSettings | None = None, runtime: Runtime,
         amp: str = "auto", channels_last: bool | None = None, grad_accum: int = 1, grad_clip: float | None = None,
         early_stopping: int | None = None, seed: int = 0, num_workers: int | None = None,
         out_dir: str | Path | None = None, resume: str | Path | None = None, checkpoint_meta: dict | None = None,
@@ -175,8 +175,8 @@ def fit(model: nn.Module, task: Task, *, train_data: Dataset, val_data: Dataset 
     val_loader = make_loader(val_data, task, batch_size=per_rank_batch, train=False, seed=seed, rt=rt,
                              num_workers=num_workers) if val_data is not None and rt.is_main else None
     steps_per_epoch = math.ceil(len(train_loader) / grad_accum)
-    sched = warmup_cosine(opt, total_steps=epochs * steps_per_epoch,
-                          warmup_steps=round(warmup_epochs * steps_per_epoch))
+    sched = lr_schedule(opt, kind=schedule, total_steps=epochs * steps_per_epoch,
+                        warmup_steps=round(warmup_epochs * steps_per_epoch))
     train_model = _wrap_ddp(model, rt)
     monitor = task.monitor if val_data is not None else "train_loss"
     logger = RunLogger(out_dir, enabled=rt.is_main, tensorboard=tensorboard, show_progress=show_progress)
