@@ -3,14 +3,19 @@
 1. Writes a dozen 128-px training tiles and six validation tiles (background + one object
    class), unless --data DIR gives `train/{images,masks}` and `val/{images,masks}`. The default
    tiles are generated shapes (`make_scene`): no package here ships real masks.
-2. Runs the issue's command line (`vt train segmentation ... train.epochs=30`) and times it.
+2. Runs the issue's command line (`vt train segmentation ... train.epochs=30`, plus
+   `train.seed=S`) and times it, once per seed.
 3. Runs `vt predict` with the best checkpoint on the validation images and recomputes the mIoU
    from the label masks it wrote (it must equal the reported mIoU within 0.01).
 4. Trains smp's own `Unet("tu-tf_efficientnet_lite0")` with the same ImageNet weights by hand:
-   AdamW lr 1e-3, cross-entropy + Dice, batch 4, flips, 30 epochs, best epoch's val mIoU.
+   AdamW lr 1e-3 (constant), cross-entropy + Dice, batch 4, flips, 30 epochs, best epoch's val
+   mIoU, with the same seeds.
 5. An Otsu threshold per image (grey levels, the better of the two polarities) as the floor.
 
-    python benchmarks/segmentation_vs_smp.py [--epochs 30] [--data DIR] [--out DIR]
+Twelve tiles make single runs noisy (about +/- 0.003 mIoU between seeds), so both sides run
+`--seeds` seeds and the means are compared.
+
+    python benchmarks/segmentation_vs_smp.py [--epochs 30] [--seeds 3] [--data DIR] [--out DIR]
 """
 from __future__ import annotations
 
@@ -58,13 +63,14 @@ def miou(preds, targets, k: int = 2) -> float:
     return float((tp[union > 0] / union[union > 0]).mean())
 
 
-def run_vt(data: Path, out: Path, epochs: int) -> tuple[float, float, float]:
+def run_vt(data: Path, out: Path, epochs: int, seed: int = 0) -> tuple[float, float, float]:
     cmd = ["vt", "train", "segmentation", "data.format=masks",
            f"data.train.images={data}/train/images", f"data.train.masks={data}/train/masks",
            f"data.val.images={data}/val/images", f"data.val.masks={data}/val/masks",
            "data.classes=[background, foreground]", "model.backbone=tf_efficientnet_lite0",
            "model.weights=imagenet", "transfer.strategy=finetune", f"train.epochs={epochs}",
            "train.image_size=128", "train.batch_size=4", "train.device=cpu", f"run.out_dir={out}/vt_run"]
+    cmd += [f"train.seed={seed}"] if seed else []
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
@@ -132,23 +138,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, help="folder with train/ and val/ (images/ + masks/); default: generated")
     ap.add_argument("--epochs", type=int, default=EPOCHS)
+    ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="seg-bench-"))
     data = args.data or out / "tiles"
     if args.data is None:
         write_tiles(data)
-    wall, reported, recomputed = run_vt(data, out, args.epochs)
-    smp_time, smp_miou = run_smp(data, args.epochs)
-    floor = otsu(data)
     print(f"data: {data} ({'given' if args.data else 'generated make_scene tiles'}), {args.epochs} epochs, CPU")
-    print(f"vt train segmentation: mIoU {reported:.4f} (reported), {recomputed:.4f} (recomputed from vt predict "
-          f"masks, |diff| {abs(reported - recomputed):.4f}), wall {wall:.1f} s for the whole command")
-    print(f"plain smp U-Net:       mIoU {smp_miou:.4f} (best epoch), training loop {smp_time:.1f} s")
-    print(f"Otsu threshold:        mIoU {floor:.4f}")
-    print(f"ratio vt / smp mIoU: {reported / max(smp_miou, 1e-9):.3f}")
-    sys.exit(0 if abs(reported - recomputed) <= 0.01 else 1)
-
+    vt_rows, smp_rows, ok = [], [], True
+    for seed in range(args.seeds):
+        wall, reported, recomputed = run_vt(data, out / f"seed{seed}", args.epochs, seed)
+        smp_time, smp_miou = run_smp(data, args.epochs, seed=seed)
+        vt_rows.append(reported)
+        smp_rows.append(smp_miou)
+        ok &= abs(reported - recomputed) <= 0.01
+        print(f"seed {seed}: vt train segmentation mIoU {reported:.4f} (reported), {recomputed:.4f} (recomputed "
+              f"from vt predict masks, |diff| {abs(reported - recomputed):.4f}), whole command {wall:.1f} s; "
+              f"plain smp U-Net {smp_miou:.4f} (best epoch), loop {smp_time:.1f} s", flush=True)
+    floor = otsu(data)
+    vt_mean, smp_mean = float(np.mean(vt_rows)), float(np.mean(smp_rows))
+    print(f"mean over {args.seeds} seeds: vt {vt_mean:.4f}, plain smp U-Net {smp_mean:.4f}, "
+          f"ratio vt / smp {vt_mean / max(smp_mean, 1e-9):.3f}; Otsu threshold {floor:.4f}")
+    sys.exit(0 if ok else 1)
 
 if __name__ == "__main__":
     main()

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from vision_transfer.api import build_model
 from vision_transfer.engine.device import Runtime, amp_dtype
 from vision_transfer.engine.loop import TransferSettings, fit
-from vision_transfer.engine.optim import warmup_cosine
+from vision_transfer.engine.optim import lr_schedule
 from vision_transfer.task import get_task
 
 
@@ -45,7 +45,7 @@ def bare_epoch(model, data, *, batch: int, device, dtype, channels_last: bool) -
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     loader = DataLoader(data, batch_size=batch, shuffle=True, num_workers=0, pin_memory=device.type == "cuda",
                         generator=torch.Generator().manual_seed(0))
-    sched = warmup_cosine(opt, total_steps=len(loader), warmup_steps=1)
+    sched = lr_schedule(opt, total_steps=len(loader), warmup_steps=1)
     t0 = time.perf_counter()
     for b in loader:
         x, y = b["image"].to(device, non_blocking=True), b["label"].to(device, non_blocking=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 import vision_transfer as vt
 from vision_transfer.engine.device import Runtime
 from vision_transfer.engine.loop import TransferSettings, _planner, fit
-from vision_transfer.engine.optim import build_optimizer, warmup_cosine
+from vision_transfer.engine.optim import build_optimizer, lr_schedule
 from vision_transfer.engine.transfer import apply_plan, param_groups, plan_transfer, train_mode
 from vision_transfer.errors import VTError
 from vision_transfer.task import find_backbone, get_task
@@ -209,13 +210,32 @@ def test_fit_lowers_every_lr_after_the_lp_ft_probe(monkeypatch):
     trace = _fit_trace(monkeypatch, "lp_ft", 4, probe_epochs=2, finetune_lr_mult=0.1)
     assert [t["frozen"] for t in trace] == [5, 5, 0, 0]
     # one step per epoch (8 images, batch 8), no warm-up: lr after epoch e = lr x cosine(e) x phase factor
-    cosine = warmup_cosine(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0), total_steps=4,
-                           warmup_steps=0).lr_lambdas[0]
+    cosine = lr_schedule(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0), total_steps=4,
+                         warmup_steps=0).lr_lambdas[0]
     for t, scale in zip(trace, [1.0, 1.0, 0.1, 0.1]):
         assert t["head_lr"] == pytest.approx(1e-3 * cosine(t["epoch"]) * scale)
         assert t["stage0_lr"] == pytest.approx(t["head_lr"])
     half = _planner(TransferSettings(strategy="lp_ft"), 5, 10)   # probe_epochs unset: half the budget
     assert [half(e).frozen_stages for e in (0, 4, 5, 9)] == [5, 5, 0, 0]
+
+
+@pytest.mark.parametrize("kind", ["cosine", "flat_cosine", "constant"])
+def test_lr_schedules_warm_up_then_follow_their_shape(kind):
+    """Warm-up rises linearly to the peak; cosine decays from there to 1 % by the last step,
+    flat_cosine holds the peak for 75 % of the steps first, constant never decays."""
+    f = lr_schedule(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0), kind=kind, total_steps=100,
+                    warmup_steps=4).lr_lambdas[0]
+    assert [f(s) for s in range(4)] == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    assert f(4) == pytest.approx(1.0)
+    expected = {"cosine": (0.5 * (1 + math.cos(math.pi * 46 / 96)) * 0.99 + 0.01, 0.01),
+                "flat_cosine": (1.0, 0.01), "constant": (1.0, 1.0)}[kind]
+    assert (f(50), f(100)) == pytest.approx(expected)
+    assert f(75) == pytest.approx(1.0) if kind != "cosine" else f(75) < 0.5
+    if kind == "flat_cosine":
+        assert f(88) == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 13 / 25)))
+    with pytest.raises(VTError, match="train.schedule"):
+        lr_schedule(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0), kind="step", total_steps=10,
+                    warmup_steps=0)
 
 
 def test_ddp_rebuilt_when_stages_unfreeze_two_processes_match_one(shapes_folder, tmp_path):

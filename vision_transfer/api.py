@@ -131,7 +131,7 @@ def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: An
     result = fit(plan.model, task, train_data=plan.train, val_data=plan.val, classes=splits.classes,
                  epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, lr=lr,
                  weight_decay=cfg.train.weight_decay, optimizer=cfg.train.optimizer,
-                 warmup_epochs=cfg.train.warmup_epochs,
+                 warmup_epochs=cfg.train.warmup_epochs, schedule=cfg.train.schedule or task.default_schedule,
                  transfer=TransferSettings(strategy=strategy, freeze_layers=t.freeze_layers, bn=t.bn,
                                            backbone_lr_mult=t.backbone_lr_mult, layer_lr_decay=t.layer_lr_decay,
                                            unfreeze_every=t.unfreeze_every,

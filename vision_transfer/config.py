@@ -53,7 +53,11 @@ class DataConfig(_Section):
     # (raise it when the evidence is small, e.g. a crack in a solar cell); flips; 90-degree turns
     crop_scale: float = Field(0.35, gt=0.0, le=1.0)
     vflip: bool = False
-    rotate90: bool = False
+    rotate90: bool = False     # classification and segmentation
+    # brightness/contrast(/saturation) jitter strength, applied to half the images; 0 = off.
+    # None: the task's default (classification 0.2, detection 0.15, segmentation 0: measured below smp's
+    # flips-only recipe on tiles, benchmarks/segmentation_vs_smp.py)
+    color_jitter: float | None = Field(None, ge=0.0, le=1.0)
 
 
 class ModelConfig(_Section):
@@ -93,6 +97,7 @@ class TrainConfig(_Section):
     weight_decay: float = Field(1e-4, ge=0.0)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     warmup_epochs: float = Field(1.0, ge=0.0)
+    schedule: Literal["cosine", "flat_cosine", "constant"] | None = None   # None: the task's default
     image_size: int | None = Field(None, ge=16)   # None: the task's default
     device: str = "auto"
     seed: int = 0

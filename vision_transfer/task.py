@@ -47,6 +47,7 @@ class Task:
     default_head: str = "default"
     default_image_size: int = 224
     default_lr: float = 1e-3
+    default_schedule: str = "cosine"   # train.schedule when not given: cosine | flat_cosine | constant
     model_options: tuple[str, ...] = ()   # ModelConfig fields this task's build_model accepts
     loss_options: tuple[str, ...] = ()    # TrainConfig fields it accepts too (label_smoothing, dice_weight...)
 

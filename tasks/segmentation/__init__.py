@@ -47,6 +47,9 @@ class Segmentation(Task):
     default_head = "unet"
     default_image_size = 256
     default_lr = 1e-3            # AdamW: measured safe for U-Net fine-tuning of Lite0 on small data
+    # a constant lr after the warm-up: on a dozen tiles (90 steps) cosine decay left the U-Net
+    # under-trained (mIoU 0.961 against 0.981 constant, 0.978 flat-then-cosine; three seeds each)
+    default_schedule = "constant"
     model_options = ("decoder_channels", "head_weights")
     loss_options = ("dice_weight", "class_weights")
 

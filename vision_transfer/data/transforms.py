@@ -25,22 +25,30 @@ def normalise(pre: Preprocessing) -> list[A.BasicTransform]:
 
 def classification_transforms(split: str, *, image_size: int, preprocessing: Preprocessing,
                               augment: bool = True, crop_scale: float = 0.35, vflip: bool = False,
-                              rotate90: bool = False) -> A.Compose:
+                              rotate90: bool = False, color_jitter: float = 0.2) -> A.Compose:
     """`split` is "train" or "val"; returns a Compose mapping `image=HxWx3 uint8` to a CHW float tensor.
 
     Train: a random-resized crop keeping `crop_scale`..1 of the area, horizontal flips (and
     vertical flips, 90-degree turns for images without an up, such as cells or wafers), light
-    colour jitter."""
+    colour jitter of strength `color_jitter` on half the images (0: none)."""
     interp = _interp(preprocessing)
     if split == "train" and augment:
         ops = [A.RandomResizedCrop(size=(image_size, image_size), scale=(crop_scale, 1.0), interpolation=interp),
                A.HorizontalFlip(p=0.5)]
         ops += [A.VerticalFlip(p=0.5)] if vflip else []
         ops += [A.RandomRotate90(p=0.5)] if rotate90 else []
-        ops += [A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.0, p=0.5)]
+        ops += colour_jitter(color_jitter)
     else:
         ops = eval_resize(image_size=image_size, preprocessing=preprocessing)
     return A.Compose(ops + normalise(preprocessing))
+
+
+def colour_jitter(strength: float, *, saturation: bool = True) -> list[A.BasicTransform]:
+    """Brightness, contrast (and saturation) scaled by up to 1 +/- `strength`, on half the images."""
+    if strength <= 0:
+        return []
+    return [A.ColorJitter(brightness=strength, contrast=strength, saturation=strength if saturation else 0.0,
+                          hue=0.0, p=0.5)]
 
 
 def eval_resize(*, image_size: int, preprocessing: Preprocessing) -> list[A.BasicTransform]:
