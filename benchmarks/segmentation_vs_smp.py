@@ -52,8 +52,18 @@ def load_split(root: Path, split: str) -> tuple[list[np.ndarray], list[np.ndarra
     return images, masks, stems
 
 
-def miou(preds, targets, k: int = 2) -> float:
+def count_classes(masks) -> int:
+    """Class indices run 0..K-1 (255 = ignore): K from the largest value, at least 2."""
+    return max(2, 1 + max(int(m[m != 255].max(initial=0)) for m in masks))
+
+
+def class_names(k: int) -> str:
+    return "[background, foreground]" if k == 2 else "[background, " + ", ".join(f"class_{i}" for i in range(1, k)) + "]"
+
+
+def miou(preds, targets, k: int | None = None) -> float:
     """Independent of the plugin: one confusion matrix over all pixels, 255 ignored."""
+    k = k or count_classes(targets)
     cm = np.zeros((k, k), np.int64)
     for p, t in zip(preds, targets):
         keep = t != 255
@@ -67,7 +77,7 @@ def run_vt(data: Path, out: Path, epochs: int, seed: int = 0) -> tuple[float, fl
     cmd = ["vt", "train", "segmentation", "data.format=masks",
            f"data.train.images={data}/train/images", f"data.train.masks={data}/train/masks",
            f"data.val.images={data}/val/images", f"data.val.masks={data}/val/masks",
-           "data.classes=[background, foreground]", "model.backbone=tf_efficientnet_lite0",
+           f"data.classes={class_names(count_classes(load_split(data, 'train')[1]))}", "model.backbone=tf_efficientnet_lite0",
            "model.weights=imagenet", "transfer.strategy=finetune", f"train.epochs={epochs}",
            "train.image_size=128", "train.batch_size=4", "train.device=cpu", f"run.out_dir={out}/vt_run"]
     cmd += [f"train.seed={seed}"] if seed else []
@@ -92,13 +102,14 @@ def run_smp(data: Path, epochs: int, seed: int = 0) -> tuple[float, float]:
     from vision_transfer.backbones.timm_family import load_packaged
 
     torch.manual_seed(seed)
-    model = smp.Unet("tu-tf_efficientnet_lite0", encoder_weights=None, classes=2)
+    tr_x, tr_y, _ = load_split(data, "train")
+    va_x, va_y, _ = load_split(data, "val")
+    k = count_classes(tr_y + va_y)
+    model = smp.Unet("tu-tf_efficientnet_lite0", encoder_weights=None, classes=k)
     load_packaged(model.encoder.model, "tf_efficientnet_lite0")       # the same ImageNet weights
     norm = A.Normalize(mean=(0.5,) * 3, std=(0.5,) * 3)
     aug = A.Compose([A.HorizontalFlip(), A.VerticalFlip()])
     aug.set_random_seed(seed)
-    tr_x, tr_y, _ = load_split(data, "train")
-    va_x, va_y, _ = load_split(data, "val")
     ce, dice = torch.nn.CrossEntropyLoss(ignore_index=255), smp.losses.DiceLoss("multiclass", ignore_index=255)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     to_t = lambda im: torch.from_numpy(norm(image=im)["image"]).permute(2, 0, 1)  # noqa: E731
@@ -118,7 +129,7 @@ def run_smp(data: Path, epochs: int, seed: int = 0) -> tuple[float, float]:
         model.eval()
         with torch.inference_mode():
             preds = [model(to_t(im)[None]).argmax(1)[0].numpy() for im in va_x]
-        best = max(best, miou(preds, va_y))
+        best = max(best, miou(preds, va_y, k))
     return time.perf_counter() - t0, best
 
 
@@ -131,7 +142,7 @@ def otsu(data: Path) -> float:
         g = im.mean(2)
         p = (g > threshold_otsu(g)).astype(np.int64)
         preds.append(p if miou([p], [m]) >= miou([1 - p], [m]) else 1 - p)
-    return miou(preds, masks)
+    return miou(preds, masks, 2)
 
 
 def main() -> None:
@@ -156,10 +167,11 @@ def main() -> None:
         print(f"seed {seed}: vt train segmentation mIoU {reported:.4f} (reported), {recomputed:.4f} (recomputed "
               f"from vt predict masks, |diff| {abs(reported - recomputed):.4f}), whole command {wall:.1f} s; "
               f"plain smp U-Net {smp_miou:.4f} (best epoch), loop {smp_time:.1f} s", flush=True)
-    floor = otsu(data)
+    binary = count_classes(load_split(data, "val")[1]) == 2
+    floor = f"; Otsu threshold {otsu(data):.4f}" if binary else ""
     vt_mean, smp_mean = float(np.mean(vt_rows)), float(np.mean(smp_rows))
     print(f"mean over {args.seeds} seeds: vt {vt_mean:.4f}, plain smp U-Net {smp_mean:.4f}, "
-          f"ratio vt / smp {vt_mean / max(smp_mean, 1e-9):.3f}; Otsu threshold {floor:.4f}")
+          f"ratio vt / smp {vt_mean / max(smp_mean, 1e-9):.3f}{floor}")
     sys.exit(0 if ok else 1)
 
 if __name__ == "__main__":

@@ -69,3 +69,20 @@ def test_every_shipped_recipe_validates():
     assert {p.parent.name for p in recipes} == {"classification", "detection", "segmentation"}
     for p in recipes:
         load_config(p.parent.name, path=p)
+
+
+def test_task_defaults_fill_only_what_the_config_leaves_unset():
+    """lr, schedule and backbone lr multiplier: the config's value where given, else the task's."""
+    from vision_transfer.api import resolved_optimisation
+    from vision_transfer.task import get_task
+
+    seg, cls = get_task("segmentation"), get_task("classification")
+    assert resolved_optimisation(load_config("segmentation"), seg) == \
+        {"lr": 2e-3, "schedule": "constant", "backbone_lr_mult": 0.5}
+    assert resolved_optimisation(load_config("classification"), cls) == \
+        {"lr": 1e-3, "schedule": "cosine", "backbone_lr_mult": 1.0}
+    given = load_config("segmentation", overrides=["train.lr=0.01", "train.schedule=cosine",
+                                                   "transfer.backbone_lr_mult=0"])
+    assert resolved_optimisation(given, seg) == {"lr": 0.01, "schedule": "cosine", "backbone_lr_mult": 0.0}
+    with pytest.raises(VTError, match="train.schedule"):
+        load_config("segmentation", overrides=["train.schedule=step"])

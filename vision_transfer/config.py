@@ -81,7 +81,7 @@ class TransferConfig(_Section):
     strategy: Literal["linear_probe", "finetune", "gradual_unfreeze", "lp_ft"] = "finetune"
     freeze_layers: int = Field(0, ge=0)
     cache_features: bool | None = None       # None: on for a classification linear probe
-    backbone_lr_mult: float = Field(1.0, ge=0.0)
+    backbone_lr_mult: float | None = Field(None, ge=0.0)   # None: the task's default (segmentation 0.5, else 1)
     layer_lr_decay: float | None = Field(None, gt=0.0, le=1.0)
     bn: Literal["train", "eval", "frozen"] | None = None   # None: eval for frozen stages, train otherwise
     unfreeze_every: int = Field(1, ge=1)

@@ -48,6 +48,7 @@ class Task:
     default_image_size: int = 224
     default_lr: float = 1e-3
     default_schedule: str = "cosine"   # train.schedule when not given: cosine | flat_cosine | constant
+    default_backbone_lr_mult: float = 1.0   # transfer.backbone_lr_mult when not given
     model_options: tuple[str, ...] = ()   # ModelConfig fields this task's build_model accepts
     loss_options: tuple[str, ...] = ()    # TrainConfig fields it accepts too (label_smoothing, dice_weight...)
 
