@@ -1,6 +1,9 @@
 """Readers, decoding and bad files: one clear line or a counted skip, never a crash mid-epoch."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -104,3 +107,16 @@ def test_corrupt_and_empty_files_are_skipped_and_counted(tmp_path):
     with pytest.warns(UserWarning, match="cannot be decoded"):
         sample = ds[0]
     assert sample["label"] == 1 and ds.failed == 1 and len(data) > 0
+
+
+def test_atomic_writes_leave_the_old_file_on_failure_and_no_temporary(tmp_path):
+    from vision_transfer.files import atomic_path, unique_stems, write_json
+
+    target = tmp_path / "out" / "metrics.json"
+    write_json(target, {"a": 1})
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert sorted(p.name for p in target.parent.iterdir()) == ["metrics.json"]
+    assert unique_stems([Path("a/x.jpg"), Path("b/x.png"), Path("y.png"), Path("c/x.tif")]) == ["x", "x_2", "y", "x_3"]

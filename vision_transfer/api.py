@@ -26,7 +26,8 @@ from .backbones import Backbone, create_backbone
 from .config import Config, build_config, config_to_yaml, merge, parse_overrides, read_yaml
 from .engine.checkpoint import FORMAT, load_model, read_checkpoint
 from .engine.device import resolve_device, setup_runtime
-from .engine.logging import console, write_json
+from .engine.logging import console
+from .files import write_json
 from .engine.loop import TransferSettings, fit, make_loader
 from .engine.subsample import subsample_train
 from .errors import VTError

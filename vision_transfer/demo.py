@@ -95,7 +95,8 @@ def _runs(budget: Budget) -> list[tuple[str, dict]]:
 
 def run_demo(*, quick: bool = False, out: str | os.PathLike = "vt-demo", device: str = "auto") -> list[dict]:
     from .api import train
-    from .engine.logging import console, write_json
+    from .engine.logging import console
+    from .files import write_json
 
     budget = QUICK if quick else FULL
     out = Path(out)

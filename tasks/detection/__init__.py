@@ -26,7 +26,9 @@ from vision_transfer.task import TASKS, DataSplits, Task
 
 from . import coco_detectors
 from .data import DetectionDataset, build_splits
-from .evaluate import coco_results, draw_detections, evaluate_detector, unique_png_names
+from vision_transfer.files import unique_stems
+
+from .evaluate import coco_results, draw_detections, evaluate_detector
 from .heads import HEADS, DetectorInputs, register_detection_head
 from .model import Detector, FeaturePyramid, select_levels
 
@@ -98,7 +100,7 @@ class Detection(Task):
     def write_artifacts(self, out_dir: Any, *, metrics: dict[str, Any], classes: list[str]) -> None:
         """`predictions.json` (COCO results, the dataset's own ids) when the metrics carry them."""
         if "_predictions" in metrics:
-            from vision_transfer.engine.logging import write_json
+            from vision_transfer.files import write_json
 
             write_json(Path(out_dir) / "predictions.json", metrics["_predictions"])
 
@@ -109,7 +111,7 @@ class Detection(Task):
         from vision_transfer.data.image import BadImage, read_image
 
         classes, rows, skipped, out_dir = meta["classes"], [], [], Path(out_dir)
-        names = unique_png_names([Path(p) for p in images])
+        names = [f"{stem}.png" for stem in unique_stems([Path(p) for p in images])]
         model.eval()
         for start in range(0, len(images), batch_size):
             chunk = []

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from vision_transfer.evaluation.coco import METRIC_NAMES, evaluate_coco
+from vision_transfer.files import atomic_path
 
 
 def coco_results(outputs: Sequence[dict], image_ids: Sequence[int], label_to_cat: Sequence[int]) -> list[dict]:
@@ -86,17 +87,5 @@ def draw_detections(image: np.ndarray, detections: list[dict], path: str | Path)
         l, t, r, b = draw.textbbox((tx, ty), text, font=font)
         draw.rectangle([l - 1, t - 1, r + 1, b + 1], fill=colour)
         draw.text((tx, ty), text, fill=(0, 0, 0) if sum(colour) > 400 else (255, 255, 255), font=font)
-    tmp = Path(path).with_suffix(".tmp.png")
-    im.save(tmp)
-    tmp.replace(path)
-
-
-def unique_png_names(paths: Sequence[Path]) -> list[str]:
-    """`stem.png` per input, with `_2`, `_3`, ... where two inputs share a stem."""
-    seen: dict[str, int] = {}
-    names = []
-    for p in paths:
-        n = seen.get(p.stem, 0) + 1
-        seen[p.stem] = n
-        names.append(f"{p.stem}.png" if n == 1 else f"{p.stem}_{n}.png")
-    return names
+    with atomic_path(path) as tmp:
+        im.save(tmp)

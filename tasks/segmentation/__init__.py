@@ -23,14 +23,14 @@ import torch
 from torch import nn
 
 from vision_transfer.backbones.base import Backbone, Preprocessing
-from vision_transfer.engine.logging import write_json
+from vision_transfer.files import unique_stems, write_json
 from vision_transfer.task import TASKS, DataSplits, Task, TrainingPlan
 
 from .data import build_splits, collate, eval_transforms
 from .losses import SegmentationLoss
 from .metrics import ConfusionMatrix, segmentation_metrics
 from .model import SEGMENTATION_HEADS, SegmentationModel, build_segmentation_model, load_torchvision_head
-from .predict import class_colours, overlay, predict_masks, save_label_mask, unique_stems
+from .predict import class_colours, overlay, predict_masks, save_label_mask
 
 GALLERY_SIZE = 8
 

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from vision_transfer.files import atomic_path
+
 # distinct colours (tab10 then tab20's light tones); class i gets COLOURS[i % len]
 COLOURS = np.array([
     [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189], [140, 86, 75],
@@ -53,7 +55,8 @@ def predict_masks(model: torch.nn.Module, images: torch.Tensor, sizes: Sequence[
 
 def save_label_mask(mask: np.ndarray, path: Path, num_classes: int) -> None:
     arr = mask.astype(np.uint8 if num_classes <= 256 else np.uint16)
-    _save_png(Image.fromarray(arr), path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr).save(tmp, format="PNG")
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, classes: Sequence[str], colours: np.ndarray,
@@ -92,20 +95,3 @@ def _with_legend(body: Image.Image, entries: list[tuple[str, tuple[int, int, int
     return canvas
 
 
-def _save_png(im: Image.Image, path: Path) -> None:
-    import os
-
-    tmp = path.with_name(path.name + ".tmp")
-    im.save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
-def unique_stems(paths: Sequence[Path]) -> list[str]:
-    """File stems, made unique with `_2`, `_3`... when two inputs share one."""
-    seen: dict[str, int] = {}
-    out = []
-    for p in paths:
-        n = seen.get(p.stem, 0) + 1
-        seen[p.stem] = n
-        out.append(p.stem if n == 1 else f"{p.stem}_{n}")
-    return out

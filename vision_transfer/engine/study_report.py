@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .logging import write_json
+from ..files import atomic_path, write_json, write_text
 
 
 def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float | None, float | None]:
@@ -40,7 +40,7 @@ def write_study(out_dir: Path, rows: list[dict], *, task: str, monitor: str) -> 
     """study.json, study.md, study.png (and study_layers.png); returns the summary."""
     summary = summarise(rows)
     write_json(out_dir / "study.json", {"task": task, "metric": monitor, "rows": rows, "summary": summary})
-    _atomic_text(out_dir / "study.md", study_markdown(summary, rows, task=task, monitor=monitor))
+    write_text(out_dir / "study.md", study_markdown(summary, rows, task=task, monitor=monitor))
     curves = [s for s in summary if s["axis"] == "strategy"]
     if curves:
         plot_curves(curves, [r for r in rows if r["axis"] == "strategy"], out_dir / "study.png", x="samples_per_class",
@@ -137,14 +137,6 @@ def plot_curves(summary: list[dict], rows: list[dict], path: Path, *, x: str, li
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    tmp.replace(path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -22,6 +22,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from ..files import write_text
 from .plots import confusion_matrix_png, svg_line_chart
 
 PRCurves = Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]]
@@ -64,7 +65,7 @@ def write_report(out_dir: str | os.PathLike, *, task: str, metrics: Mapping[str,
         raise ValueError("write_report: a confusion matrix needs `classes` (its row / column names)")
     written: dict[str, Path] = {}
     if write_metrics:
-        written["metrics"] = _write_text(out / "metrics.json", json.dumps(jsonable(metrics), indent=2) + "\n")
+        written["metrics"] = write_text(out / "metrics.json", json.dumps(jsonable(metrics), indent=2) + "\n")
     png_b64 = None
     if confusion_matrix is not None:
         written["confusion_matrix"] = confusion_matrix_png(confusion_matrix, list(classes or []),
@@ -72,9 +73,9 @@ def write_report(out_dir: str | os.PathLike, *, task: str, metrics: Mapping[str,
         png_b64 = base64.b64encode(written["confusion_matrix"].read_bytes()).decode("ascii")
     summary = scalar_metrics(metrics)
     header, rows = per_class_table(metrics, classes)
-    written["markdown"] = _write_text(out / "report.md", _markdown(
+    written["markdown"] = write_text(out / "report.md", _markdown(
         title, task, summary, header, rows, details, has_cm=png_b64 is not None, has_pr=bool(pr_curves)))
-    written["html"] = _write_text(out / "report.html", _html(
+    written["html"] = write_text(out / "report.html", _html(
         title, task, summary, header, rows, details, png_b64, pr_curves))
     return written
 
@@ -165,11 +166,6 @@ def escape_rich(s: str) -> str:
     return s.replace("[", r"\[")
 
 
-def _write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:

@@ -18,7 +18,8 @@ import numpy as np
 
 from ..data.image import IMAGE_SUFFIXES, list_images
 from ..errors import VTError
-from .cluster import cluster_index, write_json
+from ..files import write_json
+from .cluster import cluster_index
 from .embedding import DEFAULT_WEIGHTS, embed, load_embedding_model, model_from_identity
 from .identity import describe_identity
 from .index import SimilarityIndex, file_stat

@@ -10,13 +10,13 @@ members by closeness to the centroid.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import VTError
+from ..files import write_json
 from .sheets import display_name, montage
 
 FAISS_MIN = 50_000
@@ -107,9 +107,3 @@ def cluster_index(index, k: int, out: str | os.PathLike, *, seed: int = 0, monta
     write_json(out / "clusters.json", result)
     return result
 
-
-def write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)

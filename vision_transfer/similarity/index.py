@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VTError
+from ..files import atomic_path
 from .identity import describe_identity, same_identity
 from .search import search as _search
 
@@ -156,7 +157,5 @@ def _drop_excluded(scores: np.ndarray, ids: np.ndarray, paths: list[str], exclud
 
 
 def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         write(f)
-    os.replace(tmp, path)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VTError
+from ..files import atomic_path
 
 METHODS = ("auto", "exact", "ivf", "hnsw")
 AUTO_FAISS_MIN = 100_000
@@ -115,9 +116,8 @@ def get_faiss(vectors: np.ndarray, method: str, cache_dir: str | os.PathLike | N
     index = build_faiss(vectors, method)
     for old in cache_dir.glob(f"faiss-{method}-*.index"):
         old.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    faiss.write_index(index, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        faiss.write_index(index, str(tmp))
     return index
 
 

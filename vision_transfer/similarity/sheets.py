@@ -12,6 +12,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from ..data.image import BadImage, read_image
+from ..files import atomic_path
 
 BACKGROUND = (245, 245, 245)
 QUERY_FRAME = (40, 90, 200)
@@ -72,10 +73,8 @@ def _grid(tiles: Sequence[Image.Image], cols: int) -> Image.Image:
 
 
 def _save(image: Image.Image, out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}.png")
-    image.save(tmp)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        image.save(tmp)
     return out
 
 
