@@ -100,8 +100,7 @@ class Classification(Task):
         info: dict = {}
         t_train = classification_transforms("train", image_size=image_size, preprocessing=preprocessing,
                                             augment=augment, crop_scale=data.crop_scale, vflip=data.vflip,
-                                            rotate90=data.rotate90,
-                                            color_jitter=0.2 if data.color_jitter is None else data.color_jitter)
+                                            rotate90=data.rotate90, color_jitter=data.color_jitter)
         t_val = classification_transforms("val", image_size=image_size, preprocessing=preprocessing)
         train = _dataset(train_items, t_train, seed, info, "train")
         val = _dataset(val_items, t_val, seed, info, "val") if val_items is not None and len(val_items) else None

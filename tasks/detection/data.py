@@ -79,10 +79,9 @@ def build_splits(*, data: Any, image_size: int, preprocessing: Preprocessing, se
         info.update({f"val_{k}": v for k, v in val.info.items()})
     if not train.images:
         raise VTError("no usable training images (all missing or unreadable); check data.train.images")
-    jitter = 0.15 if data.color_jitter is None else data.color_jitter
     make = lambda split: DetectionTransform(detection_compose(split, image_size=image_size,  # noqa: E731
                                                               preprocessing=preprocessing, augment=augment,
-                                                              color_jitter=jitter))
+                                                              color_jitter=data.color_jitter))
     return DataSplits(train=DetectionDataset(train, transform=make("train"), seed=seed),
                       val=DetectionDataset(val, transform=make("val"), seed=seed) if val and val.images else None,
                       classes=train.classes, info=info)

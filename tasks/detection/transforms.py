@@ -22,7 +22,9 @@ from vision_transfer.data.transforms import INTERPOLATION
 
 
 def detection_compose(split: str, *, image_size: int, preprocessing: Preprocessing, augment: bool = True,
-                      color_jitter: float = 0.15) -> A.Compose:
+                      color_jitter: float | None = None) -> A.Compose:
+    """`color_jitter`: brightness/contrast limit on 30 % of the train images (None: 0.15, 0: off)."""
+    jitter = 0.15 if color_jitter is None else color_jitter
     interp = INTERPOLATION.get(preprocessing.interpolation, cv2.INTER_LINEAR)
     ops: list = []
     if split == "train" and augment:
@@ -30,8 +32,8 @@ def detection_compose(split: str, *, image_size: int, preprocessing: Preprocessi
                A.HorizontalFlip(p=0.5),
                A.Affine(scale=(0.85, 1.15), translate_percent=(-0.05, 0.05), interpolation=interp,
                         border_mode=cv2.BORDER_CONSTANT, p=0.5),
-               *([A.RandomBrightnessContrast(brightness_limit=color_jitter, contrast_limit=color_jitter, p=0.3)]
-                 if color_jitter > 0 else [])]
+               *([A.RandomBrightnessContrast(brightness_limit=jitter, contrast_limit=jitter, p=0.3)]
+                 if jitter > 0 else [])]
     elif split == "train":
         ops = [A.LongestMaxSize(max_size=image_size, interpolation=interp)]
     if not ops:   # nothing moves boxes (and albumentations warns about an idle bbox processor)

@@ -41,7 +41,7 @@ from vision_transfer.task import DataSplits
 
 
 def train_transforms(*, image_size: int, preprocessing: Preprocessing, augment: bool = True,
-                     rotate90: bool = False, color_jitter: float = 0.0) -> A.Compose:
+                     rotate90: bool = False, color_jitter: float | None = None) -> A.Compose:
     interp = INTERPOLATION.get(preprocessing.interpolation, cv2.INTER_LINEAR)
     if not augment:
         return eval_transforms(image_size=image_size, preprocessing=preprocessing)
@@ -52,7 +52,7 @@ def train_transforms(*, image_size: int, preprocessing: Preprocessing, augment: 
     ops = [A.Resize(image_size, image_size, interpolation=interp, mask_interpolation=cv2.INTER_NEAREST),
            A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
     ops += [A.RandomRotate90(p=0.5)] if rotate90 else []
-    ops += colour_jitter(color_jitter)
+    ops += colour_jitter(color_jitter or 0.0)   # None: off
     return A.Compose(ops + normalise(preprocessing))
 
 
@@ -210,7 +210,7 @@ def build_splits(*, data: Any, image_size: int, preprocessing: Preprocessing, se
     else:
         val_items = []
     tt = train_transforms(image_size=image_size, preprocessing=preprocessing, augment=augment,
-                          rotate90=data.rotate90, color_jitter=data.color_jitter or 0.0)
+                          rotate90=data.rotate90, color_jitter=data.color_jitter)
     train = SegmentationDataset(train_items, mask_of, transform=tt, train=True, seed=seed)
     val = SegmentationDataset(val_items, val_mask_of, transform=eval_transforms(
         image_size=image_size, preprocessing=preprocessing), train=False, seed=seed) if val_items else None
