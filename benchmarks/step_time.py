@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from vision_transfer.api import build_model
 from vision_transfer.engine.device import Runtime, amp_dtype
-from vision_transfer.engine.loop import TransferSettings, fit
+from vision_transfer.config import TrainConfig, TransferConfig
+from vision_transfer.engine.loop import FitSettings, fit
 from vision_transfer.engine.optim import lr_schedule
 from vision_transfer.task import get_task
 
@@ -65,9 +66,11 @@ def bare_epoch(model, data, *, batch: int, device, dtype, channels_last: bool) -
 
 
 def ours_epoch(model, data, *, batch: int, device, channels_last: bool, amp: str) -> float:
-    result = fit(model, get_task("classification"), train_data=data, val_data=None, classes=[str(i) for i in range(10)],
-                 epochs=1, batch_size=batch, lr=1e-3, warmup_epochs=0, transfer=TransferSettings(bn="train"),
-                 runtime=Runtime(device), channels_last=channels_last, amp=amp, num_workers=0, tensorboard=False)
+    settings = FitSettings(train=TrainConfig(epochs=1, batch_size=batch, lr=1e-3, warmup_epochs=0, schedule="cosine",
+                                             channels_last=channels_last, amp=amp),
+                           transfer=TransferConfig(bn="train"), num_workers=0, tensorboard=False)
+    result = fit(model, get_task("classification"), train_data=data, val_data=None,
+                 classes=[str(i) for i in range(10)], settings=settings, runtime=Runtime(device))
     return result.history[0]["epoch_time_s"]
 
 

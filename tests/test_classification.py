@@ -9,6 +9,7 @@ import torch
 
 import vision_transfer as vt
 from vision_transfer.engine.checkpoint import load_model, read_checkpoint
+from vision_transfer.config import TransferConfig
 from vision_transfer.engine.transfer import apply_plan, param_groups, plan_transfer, train_mode
 from vision_transfer.errors import VTError
 
@@ -74,7 +75,7 @@ def test_checkpoint_rebuilds_without_config(probe_run, shapes_folder):
 def test_finetune_freezes_exactly_the_first_stages():
     model = vt.build_model("classification", backbone="resnet18", num_classes=3)
     stages = model.backbone.stages
-    apply_plan(model, plan_transfer(strategy="finetune", num_stages=len(stages), freeze_layers=2))
+    apply_plan(model, plan_transfer(TransferConfig(strategy="finetune", freeze_layers=2), num_stages=len(stages)))
     assert all(not p.requires_grad for s in stages[:2] for p in s.parameters())
     assert all(p.requires_grad for s in stages[2:] for p in s.parameters())
     bn_frozen = [m for m in stages[0].modules() if isinstance(m, torch.nn.BatchNorm2d)][0]
@@ -90,7 +91,7 @@ def test_finetune_freezes_exactly_the_first_stages():
     assert lrs["head"] == 1e-3 and lrs[f"stage{n - 1}"] == pytest.approx(1e-4)
     assert lrs["stage0"] == pytest.approx(1e-4 * 0.5 ** (n - 1))
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
-    linear = plan_transfer(strategy="linear_probe", num_stages=n)
+    linear = plan_transfer(TransferConfig(strategy="linear_probe"), num_stages=n)
     apply_plan(model, linear)
     assert not any(p.requires_grad for p in model.backbone.parameters())
     assert all(p.requires_grad for p in model.head.parameters())
@@ -134,7 +135,7 @@ def test_frozen_batchnorm_is_used_by_every_stage(name):
     model = vt.build_model("classification", backbone=name, num_classes=3)
     x = torch.randn(2, 3, 64, 64)
     reference = model.eval()(x)
-    apply_plan(model, plan_transfer(strategy="finetune", num_stages=len(model.backbone.stages), bn="frozen"))
+    apply_plan(model, plan_transfer(TransferConfig(strategy="finetune", bn="frozen"), num_stages=len(model.backbone.stages)))
     assert not [m for m in model.modules() if isinstance(m, _BatchNorm)]
     assert not [m for s in model.backbone.stages for m in s.modules() if isinstance(m, _BatchNorm)]
     # train mode changes nothing: statistics are frozen, activations of BN+act layers are kept

@@ -72,17 +72,24 @@ def test_every_shipped_recipe_validates():
 
 
 def test_task_defaults_fill_only_what_the_config_leaves_unset():
-    """lr, schedule and backbone lr multiplier: the config's value where given, else the task's."""
-    from vision_transfer.api import resolved_optimisation
+    """Every None-means-default setting: the config's value where given, else the task's."""
+    from vision_transfer.defaults import resolve_defaults
     from vision_transfer.task import get_task
 
+    def opt(cfg):
+        return {"lr": cfg.train.lr, "schedule": cfg.train.schedule, "backbone_lr_mult": cfg.transfer.backbone_lr_mult}
+
     seg, cls = get_task("segmentation"), get_task("classification")
-    assert resolved_optimisation(load_config("segmentation"), seg) == \
+    assert opt(resolve_defaults(load_config("segmentation"), seg)) == \
         {"lr": 2e-3, "schedule": "constant", "backbone_lr_mult": 0.5}
-    assert resolved_optimisation(load_config("classification"), cls) == \
-        {"lr": 1e-3, "schedule": "cosine", "backbone_lr_mult": 1.0}
+    c = resolve_defaults(load_config("classification"), cls)
+    assert opt(c) == {"lr": 1e-3, "schedule": "cosine", "backbone_lr_mult": 1.0}
+    assert (c.train.image_size, c.model.head, c.data.color_jitter, c.transfer.cache_features) == (224, "linear", 0.2, False)
+    probe = resolve_defaults(load_config("classification", overrides=["transfer.strategy=linear_probe"]), cls)
+    assert (probe.train.lr, probe.transfer.cache_features, probe.transfer.probe_epochs) == (1e-2, True, None)
     given = load_config("segmentation", overrides=["train.lr=0.01", "train.schedule=cosine",
                                                    "transfer.backbone_lr_mult=0"])
-    assert resolved_optimisation(given, seg) == {"lr": 0.01, "schedule": "cosine", "backbone_lr_mult": 0.0}
+    assert opt(resolve_defaults(given, seg)) == {"lr": 0.01, "schedule": "cosine", "backbone_lr_mult": 0.0}
+    assert resolve_defaults(resolve_defaults(given, seg), seg) == resolve_defaults(given, seg)   # idempotent
     with pytest.raises(VTError, match="train.schedule"):
         load_config("segmentation", overrides=["train.schedule=step"])

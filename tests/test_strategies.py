@@ -18,8 +18,10 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 import vision_transfer as vt
 from vision_transfer.engine.device import Runtime
-from vision_transfer.engine.loop import TransferSettings, _planner, fit
+from vision_transfer.config import TrainConfig
+from vision_transfer.engine.loop import FitSettings, fit
 from vision_transfer.engine.optim import build_optimizer, lr_schedule
+from vision_transfer.config import TransferConfig
 from vision_transfer.engine.transfer import apply_plan, param_groups, plan_transfer, train_mode
 from vision_transfer.errors import VTError
 from vision_transfer.task import find_backbone, get_task
@@ -82,7 +84,9 @@ def test_strategy_freezes_exactly_its_stages_and_their_statistics(task, strategy
     model = _model(task)
     bb = find_backbone(model)
     n = len(bb.stages)
-    plan = plan_transfer(strategy=strategy, num_stages=n, bn="train", **kwargs)
+    kwargs = dict(kwargs)   # the parametrize dict is shared by every task
+    epoch = kwargs.pop("epoch", 0)
+    plan = plan_transfer(TransferConfig(strategy=strategy, bn="train", **kwargs), num_stages=n, epoch=epoch)
     assert plan.frozen_stages == frozen
     apply_plan(model, plan)
     for i, stage in enumerate(bb.stages):
@@ -120,7 +124,7 @@ def test_param_groups_give_one_lr_per_depth_and_cover_every_parameter(task):
 def test_bn_modes(task, bn):
     model = _model(task)
     bb = find_backbone(model)
-    apply_plan(model, plan_transfer(strategy="finetune", num_stages=len(bb.stages), bn=bn))
+    apply_plan(model, plan_transfer(TransferConfig(strategy="finetune", bn=bn), num_stages=len(bb.stages)))
     train_mode(model)
     norms = [m for m in bb.modules() if isinstance(m, _BatchNorm)]
     if bn == "frozen":
@@ -135,16 +139,15 @@ def test_bn_modes(task, bn):
 
 
 def test_unfreezing_schedules_epoch_by_epoch():
-    frozen = [plan_transfer(strategy="gradual_unfreeze", num_stages=5, epoch=e, unfreeze_every=2).frozen_stages
+    frozen = [plan_transfer(TransferConfig(strategy="gradual_unfreeze", unfreeze_every=2), num_stages=5, epoch=e).frozen_stages
               for e in range(12)]
     assert frozen == [5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0]
-    frozen = [plan_transfer(strategy="gradual_unfreeze", num_stages=5, epoch=e, unfreeze_milestones=[1, 4],
-                            freeze_layers=1).frozen_stages for e in range(6)]
+    frozen = [plan_transfer(TransferConfig(strategy="gradual_unfreeze", unfreeze_milestones=[1, 4], freeze_layers=1), num_stages=5, epoch=e).frozen_stages for e in range(6)]
     assert frozen == [5, 4, 4, 4, 3, 3]
-    floor = [plan_transfer(strategy="gradual_unfreeze", num_stages=5, epoch=e, freeze_layers=3).frozen_stages
+    floor = [plan_transfer(TransferConfig(strategy="gradual_unfreeze", freeze_layers=3), num_stages=5, epoch=e).frozen_stages
              for e in range(5)]
     assert floor == [5, 4, 3, 3, 3]
-    lp_ft = [plan_transfer(strategy="lp_ft", num_stages=5, epoch=e, probe_epochs=2, finetune_lr_mult=0.1)
+    lp_ft = [plan_transfer(TransferConfig(strategy="lp_ft", probe_epochs=2, finetune_lr_mult=0.1), num_stages=5, epoch=e)
              for e in range(4)]
     assert [p.frozen_stages for p in lp_ft] == [5, 5, 0, 0]
     assert [p.lr_scale for p in lp_ft] == [1.0, 1.0, 0.1, 0.1]
@@ -152,12 +155,14 @@ def test_unfreezing_schedules_epoch_by_epoch():
 
 
 def test_bad_settings_are_one_line_errors():
-    with pytest.raises(VTError, match="valid: linear_probe, finetune, gradual_unfreeze, lp_ft"):
-        plan_transfer(strategy="probe", num_stages=5)
+    from vision_transfer.config import load_config
+
+    with pytest.raises(VTError, match="'linear_probe', 'finetune', 'gradual_unfreeze' or 'lp_ft'"):
+        load_config("classification", overrides=["transfer.strategy=probe"])
     with pytest.raises(VTError, match="5 stages"):
-        plan_transfer(strategy="finetune", num_stages=5, freeze_layers=6)
-    with pytest.raises(VTError, match="valid: train, eval, frozen"):
-        plan_transfer(strategy="finetune", num_stages=5, bn="off")
+        plan_transfer(TransferConfig(strategy="finetune", freeze_layers=6), num_stages=5)
+    with pytest.raises(VTError, match="'train', 'eval' or 'frozen'"):
+        load_config("classification", overrides=["transfer.bn=off"])
 
 
 class _Images(torch.utils.data.Dataset):
@@ -192,10 +197,11 @@ def _fit_trace(monkeypatch, strategy: str, epochs: int, **transfer) -> list[dict
     import vision_transfer.engine.loop as loop
 
     monkeypatch.setattr(loop, "build_optimizer", capture)   # to read every group's lr
+    settings = FitSettings(train=TrainConfig(epochs=epochs, batch_size=8, lr=1e-3, warmup_epochs=0, schedule="cosine"),
+                           transfer=TransferConfig(strategy=strategy, **transfer), num_workers=0, tensorboard=False,
+                           show_progress=False)
     fit(model, get_task("classification"), train_data=_Images(), val_data=None, classes=["a", "b", "c"],
-        epochs=epochs, batch_size=8, lr=1e-3, warmup_epochs=0, runtime=Runtime(torch.device("cpu")),
-        transfer=TransferSettings(strategy=strategy, **transfer), num_workers=0, tensorboard=False,
-        callbacks=[cb], show_progress=False)
+        settings=settings, runtime=Runtime(torch.device("cpu")), callbacks=[cb])
     return trace
 
 
@@ -215,8 +221,13 @@ def test_fit_lowers_every_lr_after_the_lp_ft_probe(monkeypatch):
     for t, scale in zip(trace, [1.0, 1.0, 0.1, 0.1]):
         assert t["head_lr"] == pytest.approx(1e-3 * cosine(t["epoch"]) * scale)
         assert t["stage0_lr"] == pytest.approx(t["head_lr"])
-    half = _planner(TransferSettings(strategy="lp_ft"), 5, 10)   # probe_epochs unset: half the budget
-    assert [half(e).frozen_stages for e in (0, 4, 5, 9)] == [5, 5, 0, 0]
+    from vision_transfer.config import load_config
+    from vision_transfer.defaults import resolve_defaults
+
+    cfg = resolve_defaults(load_config("classification", overrides=["transfer.strategy=lp_ft", "train.epochs=10"]),
+                           get_task("classification"))   # probe_epochs unset: half the budget
+    assert cfg.transfer.probe_epochs == 5
+    assert [plan_transfer(cfg.transfer, num_stages=5, epoch=e).frozen_stages for e in (0, 4, 5, 9)] == [5, 5, 0, 0]
 
 
 @pytest.mark.parametrize("kind", ["cosine", "flat_cosine", "constant"])

@@ -11,9 +11,9 @@ import pytest
 
 from vision_transfer.cli import main
 from vision_transfer.config import load_config
-from vision_transfer.engine import study as study_mod
-from vision_transfer.engine.study import cell_config, study_from_config, study_grid
-from vision_transfer.engine.study_report import summarise, t_interval
+from vision_transfer import studies as study_mod
+from vision_transfer.studies import cell_config, study_from_config, study_grid
+from vision_transfer.study_report import summarise, t_interval
 from vision_transfer.engine.subsample import TrainSubset, per_class_indices, subsample_train
 from vision_transfer.errors import VTError
 

@@ -24,11 +24,12 @@ from torch import nn
 
 from .backbones import Backbone, create_backbone
 from .config import Config, build_config, config_to_yaml, merge, parse_overrides, read_yaml
+from .defaults import resolve_defaults
 from .engine.checkpoint import FORMAT, load_model, read_checkpoint
 from .engine.device import resolve_device, setup_runtime
 from .engine.logging import console
-from .files import write_json
-from .engine.loop import TransferSettings, fit, make_loader
+from .engine.loop import FitSettings, fit, make_loader
+from .files import write_json, write_text
 from .engine.subsample import subsample_train
 from .errors import VTError
 from .task import get_task
@@ -56,10 +57,10 @@ def build_model(task: str, *, backbone: str | Backbone = "tf_efficientnet_lite0"
     name, a module or a builder callable)."""
     t = get_task(task)
     bb = create_backbone(backbone, weights=weights, out_indices=out_indices)
-    return t.build_model(backbone=bb, num_classes=num_classes, head=head, **options)
+    return t.build_model(backbone=bb, num_classes=num_classes, head=t.resolve_head(head), **options)
 
 
-def _resolve_config(task: str, config: Config | dict | str | os.PathLike | None,
+def resolve_config(task: str, config: Config | dict | str | os.PathLike | None,
                     overrides: dict | list[str] | None) -> Config:
     """Defaults <- `config` (a Config, a dict of sections or a YAML path) <- dotted `overrides`."""
     if isinstance(config, Config):
@@ -90,7 +91,7 @@ def train(task: str, *, config: Config | dict | str | None = None, overrides: di
     """Train a task model. `config`: a Config, a dict of sections or a YAML path; `overrides`:
     dotted keys (`{"train.epochs": 5}` or `["train.epochs=5"]`); `backbone` / `head`: instances
     or callables that replace the config's names."""
-    return train_from_config(_resolve_config(task, config, overrides), backbone=backbone, head=head,
+    return train_from_config(resolve_config(task, config, overrides), backbone=backbone, head=head,
                              callbacks=callbacks)
 
 
@@ -98,75 +99,70 @@ def default_out_dir(task: str) -> Path:
     return Path("runs") / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def resolved_optimisation(cfg: Config, task: Any) -> dict[str, Any]:
-    """The learning rate, schedule and backbone lr multiplier a run uses: the config's where given,
-    else the task's defaults (e.g. segmentation: 2e-3, constant, encoder at 0.5x)."""
-    mult = cfg.transfer.backbone_lr_mult
-    return {"lr": cfg.train.lr or task.default_lr_for(cfg.transfer.strategy),
-            "schedule": cfg.train.schedule or task.default_schedule,
-            "backbone_lr_mult": task.default_backbone_lr_mult if mult is None else mult}
-
-
 def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: Any = None,
                       callbacks=()) -> RunResult:
+    """Train from a validated config: defaults resolved (and written to `config.yaml`), data read,
+    model built, `fit` run, `summary.json` and the task's plots written."""
     task = get_task(cfg.task)
+    cfg = resolve_defaults(cfg, task)
     rt = setup_runtime(cfg.train.device)
     seed_everything(cfg.train.seed)
     out_dir = Path(cfg.run.out_dir) if cfg.run.out_dir else default_out_dir(cfg.task)
     resume = _resume_path(cfg.train.resume, out_dir)
     if rt.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if not resume and (out_dir / "metrics.jsonl").exists():
-            (out_dir / "metrics.jsonl").unlink()
-        (out_dir / "config.yaml").write_text(config_to_yaml(cfg))
+        _start_run_folder(out_dir, cfg, resume=resume)
     bb = create_backbone(backbone or cfg.model.backbone, weights=cfg.model.weights, out_indices=cfg.model.out_indices)
-    image_size = cfg.train.image_size or task.default_image_size
-    splits = task.build_datasets(data=cfg.data, image_size=image_size, preprocessing=bb.preprocessing,
+    splits = task.build_datasets(data=cfg.data, image_size=cfg.train.image_size, preprocessing=bb.preprocessing,
                                  seed=cfg.train.seed, augment=cfg.train.augment)
     if cfg.data.max_per_class:   # every task: at most k images per class (a no-op where the task did it)
         splits.train = subsample_train(splits.train, per_class=cfg.data.max_per_class, seed=cfg.train.seed)
-    head_arg = head if head is not None else (task.default_head if cfg.model.head == "default" else cfg.model.head)
-    options = {k: getattr(cfg.model, k) for k in task.model_options}
-    options.update({k: getattr(cfg.train, k) for k in task.loss_options})
-    model = task.build_model(backbone=bb, num_classes=len(splits.classes), head=head_arg, **options)
-    meta = {"format": FORMAT, "task": cfg.task, "classes": splits.classes, "image_size": image_size,
-            "preprocessing": bb.preprocessing.to_dict(), "config": cfg.model_dump(mode="json"),
-            "model_spec": {"backbone": bb.name, "weights": bb.weights, "out_indices": list(bb.out_indices),
-                           "head": task.head_spec(head_arg), "num_classes": len(splits.classes), "options": options}}
-    strategy = cfg.transfer.strategy
-    plan = task.prepare_training(model, splits, strategy=strategy, cache_features=cfg.transfer.cache_features,
-                                 device=rt.device, batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers)
-    opt = resolved_optimisation(cfg, task)
-    t = cfg.transfer
+    head_arg = head if head is not None else cfg.model.head
+    model, meta = _build_run_model(task, cfg, bb, splits.classes, head_arg)
+    plan = task.prepare_training(model, splits, strategy=cfg.transfer.strategy,
+                                 cache_features=cfg.transfer.cache_features, device=rt.device,
+                                 batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers)
     result = fit(plan.model, task, train_data=plan.train, val_data=plan.val, classes=splits.classes,
-                 epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, lr=opt["lr"],
-                 weight_decay=cfg.train.weight_decay, optimizer=cfg.train.optimizer,
-                 warmup_epochs=cfg.train.warmup_epochs, schedule=opt["schedule"],
-                 transfer=TransferSettings(strategy=strategy, freeze_layers=t.freeze_layers, bn=t.bn,
-                                           backbone_lr_mult=opt["backbone_lr_mult"], layer_lr_decay=t.layer_lr_decay,
-                                           unfreeze_every=t.unfreeze_every,
-                                           unfreeze_milestones=t.unfreeze_milestones, probe_epochs=t.probe_epochs,
-                                           finetune_lr_mult=t.finetune_lr_mult),
-                 runtime=rt, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
-                 grad_accum=cfg.train.grad_accum, grad_clip=cfg.train.grad_clip,
-                 early_stopping=cfg.train.early_stopping, seed=cfg.train.seed, num_workers=cfg.data.num_workers,
-                 out_dir=out_dir, resume=resume, checkpoint_meta=meta, export_model=plan.export,
-                 tensorboard=cfg.run.tensorboard, callbacks=callbacks)
+                 settings=FitSettings.from_config(cfg), runtime=rt, out_dir=out_dir, resume=resume,
+                 checkpoint_meta=meta, export_model=plan.export, callbacks=callbacks)
     if rt.is_main:
-        summary = {"task": cfg.task, "best_epoch": result.best_epoch, "metrics": result.best_metrics,
-                   "monitor": task.monitor if plan.val is not None else "train_loss",
-                   "train_time_s": round(result.train_time_s, 3), "epochs_run": len(result.history),
-                   "stopped_early": result.stopped_early, "backbone": bb.name, "weights": bb.weights,
-                   "strategy": strategy, **opt, "num_train": len(splits.train),
-                   "num_val": len(splits.val) if splits.val is not None else 0, "classes": splits.classes,
-                   "data_info": splits.info}
-        write_json(out_dir / "summary.json", summary)
-        task.write_artifacts(out_dir, metrics=result.best_metrics, classes=splits.classes)
-        console.print(f"[bold]done[/bold]: best {summary['monitor']} "
-                      f"{_fmt(result.best_metrics.get(summary['monitor']))} at epoch {result.best_epoch}; "
-                      f"run folder {out_dir}")
+        _write_summary(out_dir, cfg, task, result, bb, splits, monitor=task.monitor if plan.val is not None
+                       else "train_loss")
     return RunResult(out_dir=out_dir, metrics=result.best_metrics, best_epoch=result.best_epoch,
                      train_time_s=result.train_time_s, model=plan.export or plan.model)
+
+
+def _start_run_folder(out_dir: Path, cfg: Config, *, resume: Path | None) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not resume and (out_dir / "metrics.jsonl").exists():
+        (out_dir / "metrics.jsonl").unlink()
+    write_text(out_dir / "config.yaml", config_to_yaml(cfg))   # the resolved values this run uses
+
+
+def _build_run_model(task: Any, cfg: Config, bb: Backbone, classes: list[str], head: Any) -> tuple[nn.Module, dict]:
+    """The task model and the checkpoint metadata that rebuilds it without the config."""
+    options = {k: getattr(cfg.model, k) for k in task.model_options}
+    options.update({k: getattr(cfg.train, k) for k in task.loss_options})
+    model = task.build_model(backbone=bb, num_classes=len(classes), head=head, **options)
+    meta = {"format": FORMAT, "task": cfg.task, "classes": classes, "image_size": cfg.train.image_size,
+            "preprocessing": bb.preprocessing.to_dict(), "config": cfg.model_dump(mode="json"),
+            "model_spec": {"backbone": bb.name, "weights": bb.weights, "out_indices": list(bb.out_indices),
+                           "head": task.head_spec(head), "num_classes": len(classes), "options": options}}
+    return model, meta
+
+
+def _write_summary(out_dir: Path, cfg: Config, task: Any, result: Any, bb: Backbone, splits: Any, *,
+                   monitor: str) -> None:
+    summary = {"task": cfg.task, "best_epoch": result.best_epoch, "metrics": result.best_metrics,
+               "monitor": monitor, "train_time_s": round(result.train_time_s, 3), "epochs_run": len(result.history),
+               "stopped_early": result.stopped_early, "backbone": bb.name, "weights": bb.weights,
+               "strategy": cfg.transfer.strategy, "lr": cfg.train.lr, "schedule": cfg.train.schedule,
+               "backbone_lr_mult": cfg.transfer.backbone_lr_mult, "num_train": len(splits.train),
+               "num_val": len(splits.val) if splits.val is not None else 0, "classes": splits.classes,
+               "data_info": splits.info}
+    write_json(out_dir / "summary.json", summary)
+    task.write_artifacts(out_dir, metrics=result.best_metrics, classes=splits.classes)
+    console.print(f"[bold]done[/bold]: best {monitor} {_fmt(result.best_metrics.get(monitor))} at epoch "
+                  f"{result.best_epoch}; run folder {out_dir}")
 
 
 def _fmt(v: Any) -> str:
@@ -193,7 +189,7 @@ def evaluate_checkpoint(task_name: str, *, checkpoint: str | os.PathLike, config
     task = get_task(task_name)
     ckpt_cfg = read_checkpoint(checkpoint, task=task_name).get("config", {})
     base = {"data": ckpt_cfg.get("data", {}), "train": {"seed": ckpt_cfg.get("train", {}).get("seed", 0)}}
-    user = _resolve_config(task_name, config, overrides).model_dump(mode="json", exclude_unset=True)
+    user = resolve_config(task_name, config, overrides).model_dump(mode="json", exclude_unset=True)
     user.pop("task", None)
     cfg = build_config(task_name, merge(base, user))
     model, meta = load_model(checkpoint, task=task_name)
@@ -211,7 +207,9 @@ def evaluate_checkpoint(task_name: str, *, checkpoint: str | os.PathLike, config
     loader = make_loader(splits.val, task, batch_size=cfg.train.batch_size, train=False, seed=cfg.train.seed,
                          rt=rt, num_workers=cfg.data.num_workers)
     model.to(dev)
-    full = evaluate(model, task, loader, device=dev, classes=meta["classes"])
+    from .engine.device import amp_dtype
+
+    full = evaluate(model, task, loader, device=dev, classes=meta["classes"], dtype=amp_dtype(dev, _trained_amp(meta)))
     metrics = public_metrics(full)
     out_dir = Path(out) if out else Path(checkpoint).resolve().parent.parent / "eval"
     write_json(out_dir / "metrics.json", metrics)
@@ -243,9 +241,13 @@ def evaluate(task: str, *, checkpoint: str | os.PathLike, overrides: dict | list
 
 
 def predict(task: str, *, checkpoint: str | os.PathLike, inputs: list[str], out: str | os.PathLike,
-            device: str = "auto", **options: Any) -> list[dict]:
-    """Run a checkpoint on image files or folders; writes `OUT/predictions.json` and drawings."""
+            device: str = "auto", batch_size: int = 8, **options: Any) -> list[dict]:
+    """Run a checkpoint on image files or folders; writes `OUT/predictions.json` and the task's
+    drawings (unreadable images are skipped and counted). `options` go to the task
+    (`score_threshold` for detection, `topk` for classification)."""
     from .data.image import IMAGE_SUFFIXES, list_images
+    from .engine.device import amp_dtype
+    from .engine.predict import predict_images
 
     t = get_task(task)
     model, meta = load_model(checkpoint, task=task)
@@ -264,5 +266,10 @@ def predict(task: str, *, checkpoint: str | os.PathLike, inputs: list[str], out:
         raise VTError(f"no images found in {', '.join(inputs)}")
     dev = resolve_device(device)
     model.to(dev)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    return t.predict(model, paths, out_dir=Path(out), meta=meta, device=dev, **options)
+    return predict_images(t, model, paths, out_dir=Path(out), meta=meta, device=dev, batch_size=batch_size,
+                          dtype=amp_dtype(dev, _trained_amp(meta)), **options)
+
+
+def _trained_amp(meta: dict) -> str:
+    """The `train.amp` a checkpoint was trained (and validated) with: eval and predict use it too."""
+    return ((meta.get("config") or {}).get("train") or {}).get("amp", "auto")

@@ -17,11 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import VTError, did_you_mean
 
+# One list per fact: the engine (engine/transfer.py) and `vt study` read these.
 STRATEGIES = ("linear_probe", "finetune", "gradual_unfreeze", "lp_ft")
+BN_MODES = ("train", "eval", "frozen")
+SCHEDULES = ("cosine", "flat_cosine", "constant")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
 
 
 def _expand(v: str | None) -> str | None:
@@ -78,16 +81,23 @@ class ModelConfig(_Section):
 
 
 class TransferConfig(_Section):
-    strategy: Literal["linear_probe", "finetune", "gradual_unfreeze", "lp_ft"] = "finetune"
+    """How a backbone is transferred; the one spelling of these settings (`fit` and
+    `plan_transfer` read this object). None = resolved per run (`vision_transfer.defaults`)."""
+
+    strategy: Literal[STRATEGIES] = "finetune"
     freeze_layers: int = Field(0, ge=0)
     cache_features: bool | None = None       # None: on for a classification linear probe
     backbone_lr_mult: float | None = Field(None, ge=0.0)   # None: the task's default (segmentation 0.5, else 1)
     layer_lr_decay: float | None = Field(None, gt=0.0, le=1.0)
-    bn: Literal["train", "eval", "frozen"] | None = None   # None: eval for frozen stages, train otherwise
+    bn: Literal[BN_MODES] | None = None   # None: per epoch, eval while every stage is frozen, else train
     unfreeze_every: int = Field(1, ge=1)
     unfreeze_milestones: list[int] | None = None
-    probe_epochs: int | None = Field(None, ge=0)   # lp_ft: None = half of train.epochs
-    finetune_lr_mult: float = Field(0.1, gt=0.0, le=1.0)   # lp_ft: every lr x this after the probe
+    probe_epochs: int | None = Field(None, ge=0)   # lp_ft: None = half of train.epochs (at least 1)
+    # lp_ft: every lr x this after the probe. Why lower: after the probe the head already fits the
+    # features, so large steps are no longer needed to fix a random head, and it is exactly large
+    # early steps that distort pretrained features (Kumar et al. 2022, "Fine-Tuning can Distort
+    # Pretrained Features"; their LP-FT sweeps pick fine-tune lrs ~10x below plain fine-tuning's).
+    finetune_lr_mult: float = Field(0.1, gt=0.0, le=1.0)
 
 
 class TrainConfig(_Section):
@@ -97,7 +107,7 @@ class TrainConfig(_Section):
     weight_decay: float = Field(1e-4, ge=0.0)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     warmup_epochs: float = Field(1.0, ge=0.0)
-    schedule: Literal["cosine", "flat_cosine", "constant"] | None = None   # None: the task's default
+    schedule: Literal[SCHEDULES] | None = None   # None: the task's default
     image_size: int | None = Field(None, ge=16)   # None: the task's default
     device: str = "auto"
     seed: int = 0
@@ -128,13 +138,23 @@ class StudyConfig(_Section):
 
 
 class Config(_Section):
-    task: Literal["classification", "detection", "segmentation"]
+    task: str   # a name in the TASKS registry (vision_transfer.plugins)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     transfer: TransferConfig = Field(default_factory=TransferConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     study: StudyConfig = Field(default_factory=StudyConfig)
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v: str) -> str:
+        from .plugins import task_names
+
+        names = task_names()
+        if v not in names:
+            raise ValueError(f"unknown task {v!r}{did_you_mean(v, names)}; valid: {', '.join(names)}")
+        return v
 
 
 def valid_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
@@ -220,6 +240,14 @@ def load_config(task: str, *, path: str | os.PathLike | None = None, overrides: 
     """Defaults <- YAML recipe <- `key=value` overrides, validated."""
     tree = read_yaml(path) if path else {}
     return build_config(task, merge(tree, parse_overrides(overrides)))
+
+
+def replace(cfg: Config, **sections: dict) -> Config:
+    """A copy of `cfg` with fields of some sections changed, validated:
+    `replace(cfg, train={"lr": 1e-3}, transfer={"strategy": "finetune"})`."""
+    tree = cfg.model_dump(mode="json")
+    task = tree.pop("task")
+    return build_config(task, merge(tree, sections))
 
 
 def config_to_yaml(cfg: Config) -> str:

@@ -1,10 +1,15 @@
 """The Task plugin protocol and the TASKS registry.
 
 The engine and the CLI talk to a task only through this protocol, so a fourth task is one new
-folder under `tasks/` whose `__init__.py` registers an instance:
+folder (or package) with a `Task` subclass, registered in code or by an entry point:
 
-    @TASKS.register("classification")
-    class Classification(Task): ...
+    @TASKS.register("my_task")              # or [project.entry-points."vision_transfer.tasks"]
+    class MyTask(Task): ...                 #    my_task = "my_pkg.task:MyTask"
+
+A task declares its heads in one registry (`Task.heads`; `vt.register_head(task, name)` adds
+one), its defaults as class attributes (resolved in one place: `vision_transfer.defaults`), and
+supplies what differs: the model, the data, the loss, the metrics, "predict one batch" and
+"draw one result" (`vision_transfer.engine.predict` owns the image loop).
 
 Data contract (one sample dict for every task; `image` is HxWx3 uint8 RGB before transforms):
 - classification: `{"image", "label": int}`
@@ -14,7 +19,6 @@ Data contract (one sample dict for every task; `image` is HxWx3 uint8 RGB before
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +28,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .backbones.base import Backbone, Preprocessing
+from .plugins import TASKS, resolve  # noqa: F401 - TASKS: the registry, re-exported
 from .registry import Registry
 
 IGNORE_INDEX = 255
@@ -44,11 +49,13 @@ class Task:
 
     name: str = "task"
     monitor: str = "loss"          # metric that picks best.pt; higher is better unless it is "loss"
-    default_head: str = "default"
+    heads: Registry = Registry("head")   # each task sets its own; `model.head=NAME` looks up here
+    default_head: str = "default"  # what `model.head=default` means
     default_image_size: int = 224
     default_lr: float = 1e-3
     default_schedule: str = "cosine"   # train.schedule when not given: cosine | flat_cosine | constant
     default_backbone_lr_mult: float = 1.0   # transfer.backbone_lr_mult when not given
+    default_color_jitter: float = 0.0       # data.color_jitter when not given
     model_options: tuple[str, ...] = ()   # ModelConfig fields this task's build_model accepts
     loss_options: tuple[str, ...] = ()    # TrainConfig fields it accepts too (label_smoothing, dice_weight...)
 
@@ -56,11 +63,23 @@ class Task:
         """The learning rate when train.lr is not given (a probe tolerates more than a fine-tune)."""
         return self.default_lr
 
+    def default_cache_features(self, strategy: str) -> bool:
+        """transfer.cache_features when not given (classification: on for a linear probe)."""
+        return False
+
     # -- model ---------------------------------------------------------------------------
     def build_model(self, *, backbone: Backbone, num_classes: int, head: str | nn.Module | Callable = "default",
                     **options: Any) -> nn.Module:
         """The whole model; it must contain `backbone` as a submodule (found by type)."""
         raise NotImplementedError
+
+    def resolve_head(self, head: Any) -> Any:
+        """`"default"` -> this task's default head name; a name must be registered; objects pass."""
+        if head is None or head == "default":
+            head = self.default_head
+        if isinstance(head, str):
+            self.heads.get(head)   # unknown -> one-line error listing close matches
+        return head
 
     def head_spec(self, head: Any) -> str:
         """The name stored in checkpoints for `head` (a registered name, or the object's name)."""
@@ -103,10 +122,17 @@ class Task:
     def write_artifacts(self, out_dir: Any, *, metrics: dict[str, Any], classes: list[str]) -> None:
         """Plots and files a run folder or an evaluation folder gets besides the metrics."""
 
-    def predict(self, model: nn.Module, images: list[Any], *, out_dir: Any, meta: dict, device: torch.device,
-                **options: Any) -> list[dict]:
-        """Run on image files; write `out_dir/predictions.json` and the task's drawings."""
+    def predict_batch(self, model: nn.Module, images: list[Any], *, meta: dict, device: torch.device,
+                      **options: Any) -> list[dict]:
+        """Predictions for a batch of HxWx3 uint8 RGB arrays (at their own sizes), one JSON-able
+        dict each (model in eval mode, inference mode and autocast set by the caller). A result
+        may carry private entries (keys starting with "_", e.g. a mask) for `draw`."""
         raise NotImplementedError
+
+    def draw(self, image: Any, result: dict, *, out_dir: Any, stem: str, meta: dict) -> dict:
+        """Write the drawings of one result under `out_dir` (atomically, named from `stem`);
+        returns the file names to record in predictions.json (e.g. `{"drawing": "x.png"}`)."""
+        return {}
 
 
 @dataclass
@@ -132,16 +158,19 @@ def _move(obj: Any, device: torch.device, channels_last: bool) -> Any:
     return obj
 
 
-TASKS: Registry[Task] = Registry("task")
-_PLUGINS = ("classification", "detection", "segmentation")
-
-
-def get_task(name: str) -> Task:
-    """The registered task plugin `name`; the built-in plugins are imported on first use."""
-    if name not in TASKS and name in _PLUGINS:
-        importlib.import_module(f"vision_transfer.tasks.{name}")
-    task = TASKS.get(name)
-    return task() if isinstance(task, type) else task   # a registered class is instantiated
+def get_task(name: str | Task) -> Task:
+    """The registered task plugin `name` (built-in, registered in code, or from an installed
+    package's entry point), imported on first use; a registered class is instantiated once."""
+    if isinstance(name, Task):
+        return name
+    obj = resolve(name)
+    if isinstance(obj, type) and issubclass(obj, Task):
+        obj = obj()
+        obj.name = name   # the registered name is the task's identity (a subclass of a built-in too)
+        TASKS.add(name, obj, override=True, **TASKS.meta(name))
+    if not isinstance(obj, Task):
+        raise TypeError(f"task {name!r} is registered as {obj!r}, not a vision_transfer Task")
+    return obj
 
 
 def find_backbone(model: nn.Module) -> Backbone:

@@ -7,7 +7,6 @@ folder). A linear probe trains its head on pooled features computed once (`trans
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,9 @@ from torch import nn
 from vision_transfer.data.dataset import ImageDataset, albumentations_transform, check_images, warn_skipped
 from vision_transfer.data.folders import (LabelledImages, per_class_subset, read_csv, read_image_folder,
                                           stratified_split)
-from vision_transfer.data.image import read_image
 from vision_transfer.data.transforms import classification_transforms
 from vision_transfer.errors import VTError
-from vision_transfer.task import TASKS, DataSplits, Task, TrainingPlan
+from vision_transfer.task import DataSplits, Task, TrainingPlan
 
 from .features import FeatureDataset, cache_key, cached_features
 from .heads import HEADS, PooledHead
@@ -76,19 +74,24 @@ class HeadOnly(nn.Module):
         return self.classifier(features)
 
 
-@TASKS.register("classification")
 class Classification(Task):
     name = "classification"
     monitor = "accuracy"
+    heads = HEADS
     default_head = "linear"
     default_image_size = 224
     default_lr = 1e-3
     model_options = ("dropout", "hidden_dim")
     loss_options = ("label_smoothing",)
 
+    default_color_jitter = 0.2
+
     def default_lr_for(self, strategy: str) -> float:
         # a probe trains only a linear layer; fine-tuning moves pretrained weights and wants less
         return 1e-2 if strategy == "linear_probe" else 1e-3
+
+    def default_cache_features(self, strategy: str) -> bool:
+        return strategy == "linear_probe"   # pooled features computed once: ~10x faster
 
     def build_model(self, *, backbone, num_classes, head="linear", **options) -> nn.Module:
         return build_classifier(backbone=backbone, num_classes=num_classes, head=head, **options)
@@ -120,15 +123,13 @@ class Classification(Task):
         logits, labels = [], []
         for batch in loader:
             inputs = (batch["features"] if "features" in batch else batch["image"]).to(device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits.append(model(inputs).float().cpu())
+            logits.append(model(inputs).float().cpu())   # autocast: set by the engine
             labels.append(batch["label"])
         return classification_metrics(torch.cat(logits), torch.cat(labels), classes)
 
     def prepare_training(self, model, splits, *, strategy, cache_features, device, batch_size, num_workers,
                          cache_dir=None) -> TrainingPlan:
-        use_cache = strategy == "linear_probe" if cache_features is None else cache_features
-        if not use_cache or strategy != "linear_probe":
+        if not cache_features or strategy != "linear_probe":
             return TrainingPlan(model=model, train=splits.train, val=splits.val)
         if not isinstance(model.head, PooledHead):
             return TrainingPlan(model=model, train=splits.train, val=splits.val)  # custom head: no cache
@@ -155,27 +156,18 @@ class Classification(Task):
 
             confusion_matrix_png(cm, classes, Path(out_dir) / "confusion_matrix.png")
 
-    @torch.inference_mode()
-    def predict(self, model, images, *, out_dir, meta, device, topk: int = 5, **_: Any) -> list[dict]:
+    def predict_batch(self, model, images, *, meta, device, topk: int = 5, **_: Any) -> list[dict]:
+        """Per image: `{"label", "score", "topk": [{"label", "score"}]}` (softmax scores)."""
         from vision_transfer.backbones.base import Preprocessing
-        from vision_transfer.data.image import BadImage
 
         t = classification_transforms("val", image_size=meta["image_size"],
                                       preprocessing=Preprocessing.from_dict(meta["preprocessing"]))
-        classes, rows, skipped = meta["classes"], [], 0
-        for path in images:
-            try:
-                x = t(image=read_image(path))["image"][None].to(device)
-            except BadImage:
-                skipped += 1
-                continue
-            p = model(x).float().softmax(1)[0].cpu()
+        x = torch.stack([t(image=im)["image"] for im in images]).to(device)
+        probs, classes, rows = model(x).float().softmax(1).cpu(), meta["classes"], []
+        for p in probs:
             scores, idx = p.topk(min(topk, len(classes)))
-            rows.append({"image": str(path), "label": classes[int(idx[0])], "score": float(scores[0]),
+            rows.append({"label": classes[int(idx[0])], "score": float(scores[0]),
                          "topk": [{"label": classes[int(i)], "score": float(s)} for s, i in zip(scores, idx)]})
-        (Path(out_dir) / "predictions.json").write_text(json.dumps(rows, indent=2) + "\n")
-        if skipped:
-            warn_skipped([f"{skipped} files"])
         return rows
 
 

@@ -27,7 +27,7 @@ def make_head(head: str | nn.Module | Callable, *, in_channels: int, num_classes
     """A head from a registered name, a module (used as is) or a builder callable."""
     if isinstance(head, nn.Module):
         return head
-    builder = HEADS.get("linear" if head == "default" else head) if isinstance(head, str) else head
+    builder = HEADS.get(head) if isinstance(head, str) else head
     if not callable(builder):
         raise VTError(f"model.head must be a registered name ({', '.join(HEADS.list())}), a module or a callable")
     return builder(in_channels=in_channels, num_classes=num_classes, **options)

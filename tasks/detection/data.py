@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 
 from vision_transfer.backbones.base import Preprocessing
 from vision_transfer.data.coco import CocoData, read_coco
 from vision_transfer.data.dataset import ImageDataset
+from vision_transfer.data.split import hold_out
 from vision_transfer.errors import VTError
 from vision_transfer.task import DataSplits
 
@@ -89,9 +89,7 @@ def build_splits(*, data: Any, image_size: int, preprocessing: Preprocessing, se
 
 def _hold_out(coco: CocoData, fraction: float, seed: int) -> tuple[CocoData, CocoData | None]:
     ids = [im.id for im in coco.images]
-    n_val = int(round(len(ids) * fraction))
-    if n_val == 0 or n_val >= len(ids):
+    train_idx, val_idx = hold_out(len(ids), fraction=fraction, seed=seed)
+    if not val_idx:
         return coco, None
-    order = np.random.default_rng(seed).permutation(len(ids))
-    val_ids = {ids[i] for i in order[:n_val]}
-    return coco.subset(set(ids) - val_ids), coco.subset(val_ids)
+    return coco.subset({ids[i] for i in train_idx}), coco.subset({ids[i] for i in val_idx})

@@ -41,8 +41,7 @@ def evaluate_detector(model: nn.Module, loader: Any, *, device: torch.device, cl
     results: list[dict] = []
     for images, targets in loader:
         images = [im.to(device, non_blocking=True) for im in images]
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            outputs = model(images)
+        outputs = model(images)   # autocast: set by the engine's evaluate
         results += coco_results(outputs, [t["image_id"] for t in targets], coco.label_to_cat)
     return score(coco.to_coco_dict(), results, classes)
 

@@ -22,9 +22,10 @@ from vision_transfer.data.transforms import INTERPOLATION
 
 
 def detection_compose(split: str, *, image_size: int, preprocessing: Preprocessing, augment: bool = True,
-                      color_jitter: float | None = None) -> A.Compose:
-    """`color_jitter`: brightness/contrast limit on 30 % of the train images (None: 0.15, 0: off)."""
-    jitter = 0.15 if color_jitter is None else color_jitter
+                      color_jitter: float = 0.0) -> A.Compose:
+    """`color_jitter`: brightness/contrast limit on 30 % of the train images (0: off; the task's
+    default, 0.15, comes from `Detection.default_color_jitter`)."""
+    jitter = color_jitter or 0.0   # unset (a config read without resolve_defaults): off
     interp = INTERPOLATION.get(preprocessing.interpolation, cv2.INTER_LINEAR)
     ops: list = []
     if split == "train" and augment:

@@ -23,14 +23,14 @@ import torch
 from torch import nn
 
 from vision_transfer.backbones.base import Backbone, Preprocessing
-from vision_transfer.files import unique_stems, write_json
-from vision_transfer.task import TASKS, DataSplits, Task, TrainingPlan
+from vision_transfer.files import unique_stems
+from vision_transfer.task import DataSplits, Task, TrainingPlan
 
 from .data import build_splits, collate, eval_transforms
 from .losses import SegmentationLoss
 from .metrics import ConfusionMatrix, segmentation_metrics
 from .model import SEGMENTATION_HEADS, SegmentationModel, build_segmentation_model, load_torchvision_head
-from .predict import class_colours, overlay, predict_masks, save_label_mask
+from .predict import class_colours, overlay, predict_masks, save_label_mask, save_png
 
 GALLERY_SIZE = 8
 
@@ -40,10 +40,10 @@ def register_head(name: str | None = None, *, override: bool = False):
     return SEGMENTATION_HEADS.register(name, override=override)
 
 
-@TASKS.register("segmentation")
 class Segmentation(Task):
     name = "segmentation"
     monitor = "mIoU"
+    heads = SEGMENTATION_HEADS
     default_head = "unet"
     default_image_size = 256
     # The decoder starts from random weights, the encoder from ImageNet's: the decoder learns at
@@ -62,7 +62,6 @@ class Segmentation(Task):
                     decoder_channels: Sequence[int] | None = None, head_weights: str | None = None,
                     dice_weight: float = 1.0,
                     class_weights: Sequence[float] | None = None, **_: Any) -> SegmentationModel:
-        head = self.default_head if head == "default" else head
         model = build_segmentation_model(backbone=backbone, num_classes=num_classes, head=head,
                                          decoder_channels=decoder_channels, head_weights=head_weights)
         model.criterion = SegmentationLoss(num_classes=num_classes, dice_weight=dice_weight,
@@ -96,8 +95,7 @@ class Segmentation(Task):
         for batch in loader:
             batch = self.to_device(batch, device)
             masks = batch["mask"]
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                preds = predict_masks(model, batch["image"], [tuple(m.shape[-2:]) for m in masks])
+            preds = predict_masks(model, batch["image"], [tuple(m.shape[-2:]) for m in masks])
             for idx, p, t in zip(batch["index"].tolist(), preds, masks):
                 cm.update(p, t)
                 if len(gallery) < GALLERY_SIZE and hasattr(dataset, "items"):
@@ -119,30 +117,26 @@ class Segmentation(Task):
             (out / "gallery").mkdir(parents=True, exist_ok=True)
             colours = class_colours(classes)
             for it, stem in zip(items, unique_stems([Path(i["image"]) for i in items])):
-                overlay(read_image(it["image"]), it["pred"], classes, colours).save(out / "gallery" / f"{stem}.png")
+                save_png(overlay(read_image(it["image"]), it["pred"], classes, colours), out / "gallery" / f"{stem}.png")
 
-    def predict(self, model: nn.Module, images: list[Any], *, out_dir: Any, meta: dict, device: torch.device,
-                **options: Any) -> list[dict]:
-        from vision_transfer.data.image import read_image
-
+    def predict_batch(self, model: nn.Module, images: list[Any], *, meta: dict, device: torch.device,
+                      **_: Any) -> list[dict]:
+        """Per image: `{"class_pixels": {class: count}}` and the label mask at the image's own size
+        (private `_mask`, drawn by `draw`)."""
+        tf = eval_transforms(image_size=int(meta["image_size"]), preprocessing=Preprocessing.from_dict(meta["preprocessing"]))
+        x = torch.stack([tf(image=im)["image"] for im in images]).to(device)
+        masks = [m.cpu().numpy() for m in predict_masks(model, x, [im.shape[:2] for im in images])]
         classes = list(meta["classes"])
-        pre = Preprocessing.from_dict(meta["preprocessing"])
-        tf = eval_transforms(image_size=int(meta["image_size"]), preprocessing=pre)
+        return [{"class_pixels": {c: int(n) for c, n in zip(classes, np.bincount(m.reshape(-1), minlength=len(classes)))},
+                 "_mask": m} for m in masks]
+
+    def draw(self, image: Any, result: dict, *, out_dir: Any, stem: str, meta: dict) -> dict:
+        """`<stem>.png` (class indices) and `<stem>_overlay.png` (tinted, with a legend)."""
+        classes, out = list(meta["classes"]), Path(out_dir)
         palette = (meta.get("config") or {}).get("data", {}).get("palette")
-        colours = class_colours(classes, palette)
-        out, results = Path(out_dir), []
-        model.eval()
-        for path, stem in zip(images, unique_stems([Path(p) for p in images])):
-            image = read_image(path)
-            x = tf(image=image)["image"].unsqueeze(0).to(device)
-            mask = predict_masks(model, x, [image.shape[:2]])[0].cpu().numpy()
-            save_label_mask(mask, out / f"{stem}.png", len(classes))
-            overlay(image, mask, classes, colours).save(out / f"{stem}_overlay.png")
-            counts = np.bincount(mask.reshape(-1), minlength=len(classes))
-            results.append({"image": str(path), "mask": f"{stem}.png", "overlay": f"{stem}_overlay.png",
-                             "class_pixels": {c: int(n) for c, n in zip(classes, counts)}})
-        write_json(out / "predictions.json", results)
-        return results
+        save_label_mask(result["_mask"], out / f"{stem}.png", len(classes))
+        save_png(overlay(image, result["_mask"], classes, class_colours(classes, palette)), out / f"{stem}_overlay.png")
+        return {"mask": f"{stem}.png", "overlay": f"{stem}_overlay.png"}
 
 
 __all__ = ["SEGMENTATION_HEADS", "Segmentation", "SegmentationModel", "build_segmentation_model", "register_head"]

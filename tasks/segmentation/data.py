@@ -36,12 +36,13 @@ from vision_transfer.data.dataset import EpochSeeded
 from vision_transfer.data.image import read_image
 from vision_transfer.data.masks import check_mask_values, coco_semantic_mask, pair_masks, palette_lookup, read_mask
 from vision_transfer.data.transforms import INTERPOLATION, colour_jitter, normalise
+from vision_transfer.data.split import hold_out
 from vision_transfer.errors import VTError
 from vision_transfer.task import DataSplits
 
 
 def train_transforms(*, image_size: int, preprocessing: Preprocessing, augment: bool = True,
-                     rotate90: bool = False, color_jitter: float | None = None) -> A.Compose:
+                     rotate90: bool = False, color_jitter: float = 0.0) -> A.Compose:
     interp = INTERPOLATION.get(preprocessing.interpolation, cv2.INTER_LINEAR)
     if not augment:
         return eval_transforms(image_size=image_size, preprocessing=preprocessing)
@@ -52,7 +53,7 @@ def train_transforms(*, image_size: int, preprocessing: Preprocessing, augment: 
     ops = [A.Resize(image_size, image_size, interpolation=interp, mask_interpolation=cv2.INTER_NEAREST),
            A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
     ops += [A.RandomRotate90(p=0.5)] if rotate90 else []
-    ops += colour_jitter(color_jitter or 0.0)   # None: off
+    ops += colour_jitter(color_jitter)
     return A.Compose(ops + normalise(preprocessing))
 
 
@@ -202,10 +203,8 @@ def build_splits(*, data: Any, image_size: int, preprocessing: Preprocessing, se
     if has_val:
         val_items, val_mask_of = load(data.val)
     elif data.val_split > 0 and len(train_items) > 1:
-        order = np.random.default_rng(data.split_seed).permutation(len(train_items))
-        n_val = max(1, round(len(train_items) * data.val_split))
-        val_items = [train_items[i] for i in sorted(order[:n_val])]
-        train_items = [train_items[i] for i in sorted(order[n_val:])]
+        train_idx, val_idx = hold_out(len(train_items), fraction=data.val_split, seed=data.split_seed)
+        val_items, train_items = [train_items[i] for i in val_idx], [train_items[i] for i in train_idx]
         val_mask_of = mask_of
     else:
         val_items = []

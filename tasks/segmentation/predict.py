@@ -53,6 +53,11 @@ def predict_masks(model: torch.nn.Module, images: torch.Tensor, sizes: Sequence[
     return out
 
 
+def save_png(image: Image.Image, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
 def save_label_mask(mask: np.ndarray, path: Path, num_classes: int) -> None:
     arr = mask.astype(np.uint8 if num_classes <= 256 else np.uint16)
     with atomic_path(path) as tmp:

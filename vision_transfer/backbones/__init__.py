@@ -22,7 +22,7 @@ from ..errors import VTError
 from ..registry import Registry
 from ..weights import PACKAGED, parse_weights
 from . import timm_family, torchvision_family
-from .base import Backbone, BackboneSpec, FeatureInfo, Preprocessing
+from .base import Backbone, BackboneSpec, FeatureInfo, Preprocessing, StagedBackbone
 
 BACKBONES: Registry[Callable[..., Backbone]] = Registry("backbone")
 
@@ -66,5 +66,5 @@ def rebuild_backbone(spec: BackboneSpec) -> Backbone:
     return create_backbone(spec.name, weights=None, out_indices=spec.out_indices)
 
 
-__all__ = ["BACKBONES", "Backbone", "BackboneSpec", "FeatureInfo", "Preprocessing", "create_backbone",
+__all__ = ["BACKBONES", "Backbone", "BackboneSpec", "FeatureInfo", "Preprocessing", "StagedBackbone", "create_backbone",
            "register_backbone", "rebuild_backbone"]

@@ -60,7 +60,8 @@ class BackboneSpec:
 
 
 class Backbone(nn.Module):
-    """Base class: subclasses set `body` (the wrapped network) and call `_finish()`.
+    """Base class: subclasses set `body` (the wrapped network) and call `define_stages()`; or use
+`StagedBackbone(stages)` for any module given as its ordered stages.
 
     The default `forward` runs `stages` in sequence; families whose stages are not sequential
     (timm's feature extractors) override `_forward_all`.
@@ -108,18 +109,56 @@ class Backbone(nn.Module):
     def spec(self) -> BackboneSpec:
         return BackboneSpec(name=self.name, weights=self.weights, out_indices=self.out_indices)
 
-    # -- helpers for subclasses ---------------------------------------------------------------
-    def _finish(self, stages: Sequence[nn.Module], infos: Sequence[FeatureInfo],
-                out_indices: Sequence[int] | None) -> None:
-        """Record stages (not registered twice: `body` owns the parameters) and output indices."""
+    # -- for subclasses -------------------------------------------------------------------------
+    def define_stages(self, stages: Sequence[nn.Module], infos: Sequence[FeatureInfo] | None = None,
+                      out_indices: Sequence[int] | None = None, *, probe: int = 64) -> None:
+        """Record the ordered stages (not registered twice: `body` owns the parameters) and the
+        output indices; `infos` (channels and stride per stage) are measured with one probe
+        forward pass when not given."""
         self._stages = tuple(stages)
-        self._stage_info = tuple(infos)
+        self._stage_info = tuple(infos) if infos is not None else tuple(measure_stages(self._stages, probe=probe))
         self.out_indices = normalise_out_indices(out_indices, len(stages), self.name)
+
+    _finish = define_stages   # the name the built-in families use
 
     def extra_repr(self) -> str:
         chans = [f.channels for f in self.feature_info]
         strides = [f.stride for f in self.feature_info]
         return f"name={self.name!r}, weights={self.weights!r}, channels={chans}, strides={strides}"
+
+
+class StagedBackbone(Backbone):
+    """Any network given as its ordered stages, stem first, each consuming the previous one's
+    output: the few-line path to a custom backbone that every head and strategy accepts.
+
+        stages = [nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU()), nn.Sequential(nn.Conv2d(16, 32, 3, 2, 1))]
+        bb = StagedBackbone(stages, name="tiny")      # feature_info measured: 16 ch @ 2, 32 ch @ 4
+
+    `preprocessing` is what its weights expect (ImageNet mean/std by default)."""
+
+    def __init__(self, stages: Sequence[nn.Module], *, name: str = "custom", out_indices: Sequence[int] | None = None,
+                 preprocessing: Preprocessing | None = None, weights: str | None = None, probe: int = 64) -> None:
+        super().__init__()
+        self.name, self.weights = name, weights
+        self.body = nn.ModuleList(stages)
+        self.preprocessing = preprocessing or Preprocessing()
+        self.define_stages(list(self.body), None, out_indices, probe=probe)
+
+
+def measure_stages(stages: Sequence[nn.Module], *, probe: int = 64, in_chans: int = 3) -> list[FeatureInfo]:
+    """Channels and stride of each stage's output, from one forward pass of a `probe`-pixel input."""
+    infos = []
+    x = torch.zeros(1, in_chans, probe, probe)
+    was_training = [m.training for m in stages]
+    with torch.no_grad():
+        for i, m in enumerate(stages):
+            m.eval()
+            x = m(x)
+            infos.append(FeatureInfo(channels=int(x.shape[1]), stride=2 ** round(math.log2(probe / x.shape[-1])),
+                                     stage=i))
+    for m, t in zip(stages, was_training):
+        m.train(t)
+    return infos
 
 
 def normalise_out_indices(out_indices: Sequence[int] | None, n: int, name: str) -> tuple[int, ...]:

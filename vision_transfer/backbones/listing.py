@@ -1,9 +1,6 @@
 """`vt backbones`: registered backbones, their default weights and whether those work offline."""
 from __future__ import annotations
 
-import json
-import sys
-
 from ..weights import PACKAGED, packaged_available
 
 
@@ -33,7 +30,12 @@ def _weights(name: str, source: str) -> str:
 
 
 def backbone_rows(pattern: str | None = None) -> list[dict]:
+    from ..plugins import task_names
+    from ..task import get_task
     from . import BACKBONES
+
+    for name in task_names():   # plugins may register backbones (detection: the COCO detectors' bodies)
+        get_task(name)
 
     rows = []
     for name in BACKBONES.list(pattern):
@@ -45,18 +47,10 @@ def backbone_rows(pattern: str | None = None) -> list[dict]:
 
 
 def print_backbones(pattern: str | None = None, *, as_json: bool = False) -> int:
-    rows = backbone_rows(pattern)
-    if as_json:
-        json.dump(rows, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-        return 0
-    from rich.console import Console
-    from rich.table import Table
+    from ..tables import print_listing
 
-    table = Table(title="backbones (any timm model also works as timm/<name>)")
-    for col in ("name", "family", "weights", "offline"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["name"], r["family"], r["weights"], "yes" if r["offline"] else "-")
-    Console().print(table)
-    return 0
+    rows = backbone_rows(pattern)
+    return print_listing(rows, rows=[(r["name"], r["family"], r["weights"], "yes" if r["offline"] else "-")
+                                     for r in rows],
+                         columns=("name", "family", "weights", "offline"),
+                         title="backbones (any timm model also works as timm/<name>)", as_json=as_json)

@@ -85,17 +85,11 @@ def read_csv(path: str | os.PathLike, *, root: str | os.PathLike | None = None,
 
 
 def stratified_split(items: LabelledImages, *, val_fraction: float, seed: int) -> tuple[LabelledImages, LabelledImages]:
-    """Split per class (seeded), keeping at least one training image per class."""
-    rng = np.random.default_rng(seed)
-    labels = np.asarray(items.labels)
-    train_idx, val_idx = [], []
-    for c in range(len(items.classes)):
-        idx = np.flatnonzero(labels == c)
-        rng.shuffle(idx)
-        n_val = min(len(idx) - 1, int(round(len(idx) * val_fraction))) if len(idx) > 1 else 0
-        val_idx += idx[:n_val].tolist()
-        train_idx += idx[n_val:].tolist()
-    return items.subset(sorted(train_idx)), items.subset(sorted(val_idx))
+    """Split per class (seeded) by the hold-out rule of every task (`vision_transfer.data.split`)."""
+    from .split import hold_out
+
+    train_idx, val_idx = hold_out(len(items.labels), fraction=val_fraction, seed=seed, labels=items.labels)
+    return items.subset(train_idx), items.subset(val_idx)
 
 
 def per_class_subset(items: LabelledImages, *, per_class: int, seed: int) -> LabelledImages:

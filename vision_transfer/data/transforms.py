@@ -25,19 +25,19 @@ def normalise(pre: Preprocessing) -> list[A.BasicTransform]:
 
 def classification_transforms(split: str, *, image_size: int, preprocessing: Preprocessing,
                               augment: bool = True, crop_scale: float = 0.35, vflip: bool = False,
-                              rotate90: bool = False, color_jitter: float | None = None) -> A.Compose:
+                              rotate90: bool = False, color_jitter: float = 0.0) -> A.Compose:
     """`split` is "train" or "val"; returns a Compose mapping `image=HxWx3 uint8` to a CHW float tensor.
 
     Train: a random-resized crop keeping `crop_scale`..1 of the area, horizontal flips (and
     vertical flips, 90-degree turns for images without an up, such as cells or wafers), light
-    colour jitter of strength `color_jitter` on half the images (0: none; None: 0.2)."""
+    colour jitter of strength `color_jitter` on half the images (0: none)."""
     interp = _interp(preprocessing)
     if split == "train" and augment:
         ops = [A.RandomResizedCrop(size=(image_size, image_size), scale=(crop_scale, 1.0), interpolation=interp),
                A.HorizontalFlip(p=0.5)]
         ops += [A.VerticalFlip(p=0.5)] if vflip else []
         ops += [A.RandomRotate90(p=0.5)] if rotate90 else []
-        ops += colour_jitter(0.2 if color_jitter is None else color_jitter)
+        ops += colour_jitter(color_jitter)
     else:
         ops = eval_resize(image_size=image_size, preprocessing=preprocessing)
     return A.Compose(ops + normalise(preprocessing))
@@ -45,7 +45,7 @@ def classification_transforms(split: str, *, image_size: int, preprocessing: Pre
 
 def colour_jitter(strength: float, *, saturation: bool = True) -> list[A.BasicTransform]:
     """Brightness, contrast (and saturation) scaled by up to 1 +/- `strength`, on half the images."""
-    if strength <= 0:
+    if not strength or strength <= 0:
         return []
     return [A.ColorJitter(brightness=strength, contrast=strength, saturation=strength if saturation else 0.0,
                           hue=0.0, p=0.5)]

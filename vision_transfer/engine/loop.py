@@ -19,26 +19,35 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ..config import Config, TrainConfig, TransferConfig
 from ..errors import VTError
 from ..task import Task, find_backbone
 from .checkpoint import read_checkpoint, rng_state, save_atomic, set_rng_state
 from .device import Runtime, amp_dtype, barrier, broadcast_object, default_num_workers, use_channels_last
 from .logging import RunLogger
 from .optim import build_optimizer, lr_schedule
-from .transfer import LP_FT_LR_MULT, TransferPlan, apply_plan, param_groups, plan_transfer, train_mode
+from .transfer import TransferPlan, apply_plan, param_groups, plan_transfer, train_mode
 
 
-@dataclass
-class TransferSettings:
-    strategy: str = "finetune"
-    freeze_layers: int = 0
-    bn: str | None = None
-    backbone_lr_mult: float = 1.0
-    layer_lr_decay: float | None = None
-    unfreeze_every: int = 1
-    unfreeze_milestones: list[int] | None = None
-    probe_epochs: int | None = None       # lp_ft: None = half the epochs
-    finetune_lr_mult: float = LP_FT_LR_MULT   # lp_ft: every lr x this after the probe
+@dataclass(frozen=True)
+class FitSettings:
+    """Everything `fit` needs besides the model and the data: the run's `train.*` and `transfer.*`
+    sections with their task defaults resolved (`vision_transfer.defaults.resolve_defaults`: no
+    None left in `train.lr` / `train.schedule`), the loader workers and the logging switches.
+
+        FitSettings.from_config(resolve_defaults(cfg, task))
+        FitSettings(train=TrainConfig(epochs=3, lr=1e-3, schedule="cosine"))   # in a script"""
+
+    train: TrainConfig
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    num_workers: int | None = None
+    tensorboard: bool = True
+    show_progress: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> FitSettings:
+        return cls(train=cfg.train, transfer=cfg.transfer, num_workers=cfg.data.num_workers,
+                   tensorboard=cfg.run.tensorboard)
 
 
 @dataclass
@@ -121,7 +130,8 @@ def evaluate(model: nn.Module, task: Task, loader: DataLoader, *, device: torch.
     model = model.module if hasattr(model, "module") else model
     was_training = model.training
     model.eval()
-    with torch.inference_mode():
+    # the one autocast of evaluation: validation inside fit and `vt eval` score at the same precision
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         metrics = task.evaluate(model, loader, device=device, classes=classes, amp_dtype=dtype)
     model.train(was_training)
     return metrics
@@ -139,109 +149,179 @@ def _better(a: float, b: float | None, monitor: str) -> bool:
     return a < b if monitor.endswith("loss") else a > b
 
 
+@dataclass
+class _Training:
+    """What one `fit` call builds once and every epoch uses."""
+
+    model: nn.Module            # what trains (maybe DDP-wrapped as `train_model`)
+    export: nn.Module           # what checkpoints store
+    train_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler | None
+    dtype: torch.dtype | None
+    channels_last: bool
+    num_stages: int
+    train_loader: DataLoader
+    val_loader: DataLoader | None
+
+
+@dataclass
+class _Progress:
+    """Where the run stands: restored from a checkpoint on resume, saved in every checkpoint."""
+
+    monitor: str
+    start: int = 0
+    best: float | None = None
+    best_epoch: int = 0
+    best_metrics: dict = field(default_factory=dict)
+    bad_epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+
+    def record(self, row: dict, metrics: dict) -> bool:
+        self.history.append(row)
+        improved = _better(row[self.monitor], self.best, self.monitor)
+        if improved:
+            self.best, self.best_epoch, self.best_metrics, self.bad_epochs = row[self.monitor], row["epoch"], \
+                metrics or {k: v for k, v in row.items() if k != "epoch"}, 0
+        else:
+            self.bad_epochs += 1
+        return improved
+
+    def state(self) -> dict:
+        return {"value": self.best, "epoch": self.best_epoch, "metrics": self.best_metrics,
+                "bad_epochs": self.bad_epochs, "monitor": self.monitor}
+
+
 def fit(model: nn.Module, task: Task, *, train_data: Dataset, val_data: Dataset | None, classes: list[str],
-        epochs: int, batch_size: int, lr: float, weight_decay: float = 1e-4, optimizer: str = "adamw",
-        warmup_epochs: float = 1.0, schedule: str = "cosine", transfer: TransferSettings | None = None, runtime: Runtime,
-        amp: str = "auto", channels_last: bool | None = None, grad_accum: int = 1, grad_clip: float | None = None,
-        early_stopping: int | None = None, seed: int = 0, num_workers: int | None = None,
-        out_dir: str | Path | None = None, resume: str | Path | None = None, checkpoint_meta: dict | None = None,
-        export_model: nn.Module | None = None, tensorboard: bool = True,
-        callbacks: Sequence[Callable[[int, dict], None]] = (), show_progress: bool = True) -> FitResult:
-    """Train `model` for `epochs`; returns the best epoch and metrics.
+        settings: FitSettings, runtime: Runtime, out_dir: str | Path | None = None, resume: str | Path | None = None,
+        checkpoint_meta: dict | None = None, export_model: nn.Module | None = None,
+        callbacks: Sequence[Callable[[int, dict], None]] = ()) -> FitResult:
+    """Train `model` for `settings.train.epochs`; returns the best epoch and its metrics.
 
     `export_model` is what checkpoints store when it differs from what trains (a linear probe on
     cached features trains only the head; the checkpoint holds backbone + head).
-    `callbacks` are called as `cb(epoch, metrics)` after each epoch (epoch is 1-based)."""
-    rt, transfer = runtime, transfer or TransferSettings()
-    export_model = export_model or model
-    model.to(rt.device)
-    export_model.to(rt.device)
-    cl = use_channels_last(rt.device, channels_last)
-    if cl:
-        model.to(memory_format=torch.channels_last)
-    dtype = amp_dtype(rt.device, amp)
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    num_stages = len(find_backbone(model).stages) if _has_backbone(model) else 0
-    plan_for = _planner(transfer, num_stages, epochs)
-    if num_stages:
-        apply_plan(model, plan_for(0))
-    groups = param_groups(model, lr=lr, weight_decay=weight_decay, backbone_lr_mult=transfer.backbone_lr_mult,
-                          layer_lr_decay=transfer.layer_lr_decay) if num_stages else \
-        [{"params": [p for p in model.parameters()], "lr": lr, "weight_decay": weight_decay, "name": "head"}]
-    opt = build_optimizer(groups, name=optimizer, lr=lr)
-    per_rank_batch = max(1, batch_size // rt.world_size)
-    train_loader = make_loader(train_data, task, batch_size=per_rank_batch, train=True, seed=seed, rt=rt,
-                               num_workers=num_workers)
-    val_loader = make_loader(val_data, task, batch_size=per_rank_batch, train=False, seed=seed, rt=rt,
-                             num_workers=num_workers) if val_data is not None and rt.is_main else None
-    steps_per_epoch = math.ceil(len(train_loader) / grad_accum)
-    sched = lr_schedule(opt, kind=schedule, total_steps=epochs * steps_per_epoch,
-                        warmup_steps=round(warmup_epochs * steps_per_epoch))
-    train_model = _wrap_ddp(model, rt)
-    monitor = task.monitor if val_data is not None else "train_loss"
-    logger = RunLogger(out_dir, enabled=rt.is_main, tensorboard=tensorboard, show_progress=show_progress)
-    start, best, best_epoch, best_metrics, history, bad_epochs = 0, None, 0, {}, [], 0
+    `callbacks` are called as `cb(epoch, row)` after each epoch (epoch is 1-based)."""
+    s, rt = settings, runtime
+    tr = _setup(model, task, train_data, val_data, s, rt, export_model)
+    prog = _Progress(monitor=task.monitor if val_data is not None else "train_loss")
+    logger = RunLogger(out_dir, enabled=rt.is_main, tensorboard=s.tensorboard, show_progress=s.show_progress)
     if resume:
-        state = read_checkpoint(resume)
-        export_model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        if scaler and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        start, best, best_epoch = state["epoch"], state["best"].get("value"), state["best"].get("epoch", 0)
-        best_metrics, bad_epochs, history = state["best"].get("metrics", {}), state["best"].get("bad_epochs", 0), \
-            logger.read_history(start)
-        logger.note(f"resumed from {resume} after epoch {start}")
-    t_start, stopped = time.perf_counter() - sum(h.get("epoch_time_s", 0) for h in history), False
-    for epoch in range(start, epochs):
-        if num_stages:
-            plan = plan_for(epoch)
-            apply_plan(model, plan)
-            _scale_lrs(opt, sched, plan)
-            train_model = _rewrap_if_changed(train_model, model, rt)
-        train_loader.sampler.set_epoch(epoch)
-        if hasattr(train_data, "set_epoch"):
-            train_data.set_epoch(epoch)
-        with logger.epoch_progress(epoch, epochs) as progress:
-            stats = train_one_epoch(train_model, task, train_loader, optimizer=opt, scheduler=sched, rt=rt,
-                                    dtype=dtype, channels_last=cl, scaler=scaler, grad_accum=grad_accum,
-                                    grad_clip=grad_clip, epoch=epoch, progress=progress)
-        metrics: dict[str, Any] = {}
-        if val_loader is not None:
-            metrics = public_metrics(evaluate(model, task, val_loader, device=rt.device, classes=classes, dtype=dtype))
-        metrics = broadcast_object(metrics, rt)
-        row = {"epoch": epoch + 1, **stats, "lr": opt.param_groups[0]["lr"], **metrics}
-        history.append(row)
-        value = row[monitor]
-        improved = _better(value, best, monitor)
-        if improved:
-            best, best_epoch, best_metrics, bad_epochs = value, epoch + 1, metrics or stats, 0
-        else:
-            bad_epochs += 1
+        _restore(tr, prog, resume, logger)
+    t_start, stopped = time.perf_counter() - sum(h.get("epoch_time_s", 0) for h in prog.history), False
+    for epoch in range(prog.start, s.train.epochs):
+        row, metrics = _run_epoch(tr, task, epoch, s, rt, logger, classes)
+        improved = prog.record(row, metrics)
         if rt.is_main:
-            logger.log_epoch(row, monitor=monitor)
+            logger.log_epoch(row, monitor=prog.monitor)
             if out_dir is not None:
-                ckpt = {**(checkpoint_meta or {}), "model": _cpu_state(export_model), "epoch": epoch + 1,
-                        "metrics": metrics, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "scaler": scaler.state_dict() if scaler else None, "rng": rng_state(),
-                        "best": {"value": best, "epoch": best_epoch, "metrics": best_metrics,
-                                 "bad_epochs": bad_epochs, "monitor": monitor}}
-                save_atomic(ckpt, Path(out_dir) / "checkpoints" / "last.pt")
-                if improved:
-                    save_atomic({k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "scaler")},
-                                Path(out_dir) / "checkpoints" / "best.pt")
+                _save_checkpoints(tr, prog, Path(out_dir), epoch=epoch + 1, metrics=metrics, improved=improved,
+                                  meta=checkpoint_meta)
         barrier(rt)
         for cb in callbacks:
             cb(epoch + 1, row)
-        if early_stopping and bad_epochs >= early_stopping:
-            logger.note(f"early stopping: {monitor} did not improve for {bad_epochs} epochs (best {best:.4f} "
-                        f"at epoch {best_epoch})")
+        if s.train.early_stopping and prog.bad_epochs >= s.train.early_stopping:
+            logger.note(f"early stopping: {prog.monitor} did not improve for {prog.bad_epochs} epochs "
+                        f"(best {prog.best:.4f} at epoch {prog.best_epoch})")
             stopped = True
             break
     logger.close()
-    return FitResult(best_epoch=best_epoch, best_metrics=best_metrics, last_metrics=history[-1] if history else {},
-                     history=history, train_time_s=time.perf_counter() - t_start, stopped_early=stopped)
+    return FitResult(best_epoch=prog.best_epoch, best_metrics=prog.best_metrics,
+                     last_metrics=prog.history[-1] if prog.history else {}, history=prog.history,
+                     train_time_s=time.perf_counter() - t_start, stopped_early=stopped)
+
+
+def _setup(model: nn.Module, task: Task, train_data: Dataset, val_data: Dataset | None, s: FitSettings,
+           rt: Runtime, export_model: nn.Module | None) -> _Training:
+    """Device, precision, the transfer plan of epoch 0, optimizer groups, loaders and schedule."""
+    t = s.train
+    if t.lr is None or t.schedule is None:
+        raise VTError("fit needs train.lr and train.schedule resolved: pass "
+                      "FitSettings.from_config(vision_transfer.defaults.resolve_defaults(cfg, task))")
+    export_model = export_model or model
+    model.to(rt.device)
+    export_model.to(rt.device)
+    cl = use_channels_last(rt.device, t.channels_last)
+    if cl:
+        model.to(memory_format=torch.channels_last)
+    dtype = amp_dtype(rt.device, t.amp)
+    num_stages = len(find_backbone(model).stages) if _has_backbone(model) else 0
+    if num_stages:
+        apply_plan(model, plan_transfer(s.transfer, num_stages=num_stages, epoch=0))
+        groups = param_groups(model, lr=t.lr, weight_decay=t.weight_decay,
+                              backbone_lr_mult=_or(s.transfer.backbone_lr_mult, 1.0),
+                              layer_lr_decay=s.transfer.layer_lr_decay)
+    else:
+        groups = [{"params": list(model.parameters()), "lr": t.lr, "weight_decay": t.weight_decay, "name": "head"}]
+    opt = build_optimizer(groups, name=t.optimizer, lr=t.lr)
+    per_rank_batch = max(1, t.batch_size // rt.world_size)
+    train_loader = make_loader(train_data, task, batch_size=per_rank_batch, train=True, seed=t.seed, rt=rt,
+                               num_workers=s.num_workers)
+    val_loader = make_loader(val_data, task, batch_size=per_rank_batch, train=False, seed=t.seed, rt=rt,
+                             num_workers=s.num_workers) if val_data is not None and rt.is_main else None
+    steps_per_epoch = math.ceil(len(train_loader) / t.grad_accum)
+    sched = lr_schedule(opt, kind=t.schedule, total_steps=t.epochs * steps_per_epoch,
+                        warmup_steps=round(t.warmup_epochs * steps_per_epoch))
+    return _Training(model=model, export=export_model, train_model=_wrap_ddp(model, rt), optimizer=opt,
+                     scheduler=sched, scaler=torch.amp.GradScaler("cuda") if dtype == torch.float16 else None,
+                     dtype=dtype, channels_last=cl, num_stages=num_stages, train_loader=train_loader,
+                     val_loader=val_loader)
+
+
+def _restore(tr: _Training, prog: _Progress, resume: str | Path, logger: RunLogger) -> None:
+    """Weights, optimizer, schedule, scaler, RNG and the progress of a checkpoint (`last.pt`)."""
+    state = read_checkpoint(resume)
+    tr.export.load_state_dict(state["model"])
+    tr.optimizer.load_state_dict(state["optimizer"])
+    tr.scheduler.load_state_dict(state["scheduler"])
+    if tr.scaler and state.get("scaler"):
+        tr.scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    best = state["best"]
+    prog.start, prog.best, prog.best_epoch = state["epoch"], best.get("value"), best.get("epoch", 0)
+    prog.best_metrics, prog.bad_epochs = best.get("metrics", {}), best.get("bad_epochs", 0)
+    prog.history = logger.read_history(prog.start)
+    logger.note(f"resumed from {resume} after epoch {prog.start}")
+
+
+def _run_epoch(tr: _Training, task: Task, epoch: int, s: FitSettings, rt: Runtime, logger: RunLogger,
+               classes: list[str]) -> tuple[dict, dict]:
+    """The epoch's transfer plan, one pass over the train loader, validation; -> (row, metrics)."""
+    if tr.num_stages:
+        plan = plan_transfer(s.transfer, num_stages=tr.num_stages, epoch=epoch)
+        apply_plan(tr.model, plan)
+        _scale_lrs(tr.optimizer, tr.scheduler, plan)
+        tr.train_model = _rewrap_if_changed(tr.train_model, tr.model, rt)
+    tr.train_loader.sampler.set_epoch(epoch)
+    if hasattr(tr.train_loader.dataset, "set_epoch"):
+        tr.train_loader.dataset.set_epoch(epoch)
+    with logger.epoch_progress(epoch, s.train.epochs) as progress:
+        stats = train_one_epoch(tr.train_model, task, tr.train_loader, optimizer=tr.optimizer,
+                                scheduler=tr.scheduler, rt=rt, dtype=tr.dtype, channels_last=tr.channels_last,
+                                scaler=tr.scaler, grad_accum=s.train.grad_accum, grad_clip=s.train.grad_clip,
+                                epoch=epoch, progress=progress)
+    metrics: dict[str, Any] = {}
+    if tr.val_loader is not None:
+        metrics = public_metrics(evaluate(tr.model, task, tr.val_loader, device=rt.device, classes=classes,
+                                          dtype=tr.dtype))
+    metrics = broadcast_object(metrics, rt)
+    return {"epoch": epoch + 1, **stats, "lr": tr.optimizer.param_groups[0]["lr"], **metrics}, metrics
+
+
+def _save_checkpoints(tr: _Training, prog: _Progress, out_dir: Path, *, epoch: int, metrics: dict, improved: bool,
+                      meta: dict | None) -> None:
+    """`last.pt` every epoch (with optimizer, schedule and RNG: resumable), `best.pt` when improved."""
+    ckpt = {**(meta or {}), "model": _cpu_state(tr.export), "epoch": epoch, "metrics": metrics,
+            "optimizer": tr.optimizer.state_dict(), "scheduler": tr.scheduler.state_dict(),
+            "scaler": tr.scaler.state_dict() if tr.scaler else None, "rng": rng_state(), "best": prog.state()}
+    save_atomic(ckpt, out_dir / "checkpoints" / "last.pt")
+    if improved:
+        save_atomic({k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "scaler")},
+                    out_dir / "checkpoints" / "best.pt")
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
 
 
 def _has_backbone(model: nn.Module) -> bool:
@@ -250,19 +330,6 @@ def _has_backbone(model: nn.Module) -> bool:
         return True
     except TypeError:
         return False
-
-
-def _planner(t: TransferSettings, num_stages: int, epochs: int):
-    # lp_ft without probe_epochs probes for half the budget: Kumar et al. train the probe to
-    # convergence before fine-tuning, and one epoch of a head on a few images is far from that.
-    probe_epochs = t.probe_epochs if t.probe_epochs is not None else max(1, epochs // 2)
-
-    def plan(epoch: int) -> TransferPlan:
-        return plan_transfer(strategy=t.strategy, num_stages=num_stages, freeze_layers=t.freeze_layers, bn=t.bn,
-                             epoch=epoch, unfreeze_every=t.unfreeze_every,
-                             unfreeze_milestones=t.unfreeze_milestones, probe_epochs=probe_epochs,
-                             finetune_lr_mult=t.finetune_lr_mult)
-    return plan
 
 
 def _scale_lrs(opt: torch.optim.Optimizer, sched: Any, plan: TransferPlan) -> None:

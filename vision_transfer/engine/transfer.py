@@ -12,19 +12,10 @@ from dataclasses import dataclass
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..config import BN_MODES, STRATEGIES, TransferConfig
 from ..errors import VTError
 from ..task import find_backbone
 
-
-STRATEGIES = ("linear_probe", "finetune", "gradual_unfreeze", "lp_ft")
-BN_MODES = ("train", "eval", "frozen")
-
-# lp_ft's fine-tune phase runs at this fraction of every group's learning rate. Why lower: after
-# the probe the head already fits the features, so large steps are no longer needed to fix a random
-# head, and it is exactly large early steps that distort pretrained features (Kumar et al. 2022,
-# "Fine-Tuning can Distort Pretrained Features"; their LP-FT sweeps pick fine-tune lrs ~10x below
-# those of plain fine-tuning).
-LP_FT_LR_MULT = 0.1
 
 
 @dataclass(frozen=True)
@@ -35,10 +26,8 @@ class TransferPlan:
     lr_scale: float = 1.0     # a factor on every group's learning rate in this phase
 
 
-def plan_transfer(*, strategy: str, num_stages: int, freeze_layers: int = 0, bn: str | None = None,
-                  epoch: int = 0, unfreeze_every: int = 1, unfreeze_milestones: list[int] | None = None,
-                  probe_epochs: int | None = None, finetune_lr_mult: float = LP_FT_LR_MULT) -> TransferPlan:
-    """What is frozen at `epoch` (0-based) under `strategy`.
+def plan_transfer(settings: TransferConfig, *, num_stages: int, epoch: int = 0) -> TransferPlan:
+    """What is frozen at `epoch` (0-based) under `settings.strategy` (`transfer.*` keys).
 
     - linear_probe: every stage frozen.
     - finetune: the first `freeze_layers` stages frozen.
@@ -49,6 +38,8 @@ def plan_transfer(*, strategy: str, num_stages: int, freeze_layers: int = 0, bn:
     BatchNorm: `bn` when given, else eval while every stage is frozen and train otherwise (norm
     layers of frozen stages stay in eval whatever `bn` says, see `apply_plan`).
     """
+    t = settings
+    strategy, freeze_layers, bn = t.strategy, t.freeze_layers, t.bn
     if bn is not None and bn not in BN_MODES:
         raise VTError(f"unknown transfer.bn {bn!r}; valid: {', '.join(BN_MODES)}")
     if freeze_layers > num_stages:
@@ -59,16 +50,18 @@ def plan_transfer(*, strategy: str, num_stages: int, freeze_layers: int = 0, bn:
     elif strategy == "finetune":
         frozen = freeze_layers
     elif strategy == "gradual_unfreeze":
-        if unfreeze_milestones:
-            unfrozen = sum(1 for m in unfreeze_milestones if epoch >= m)
+        if t.unfreeze_milestones:
+            unfrozen = sum(1 for m in t.unfreeze_milestones if epoch >= m)
         else:
-            unfrozen = epoch // unfreeze_every
+            unfrozen = epoch // t.unfreeze_every
         frozen = max(freeze_layers, num_stages - unfrozen)
     elif strategy == "lp_ft":
-        probe = 1 if probe_epochs is None else probe_epochs
-        frozen = num_stages if epoch < probe else freeze_layers
-        if epoch >= probe:
-            scale = finetune_lr_mult
+        if t.probe_epochs is None:
+            raise VTError("lp_ft needs transfer.probe_epochs (vision_transfer.defaults.resolve_defaults sets "
+                          "half of train.epochs)")
+        frozen = num_stages if epoch < t.probe_epochs else freeze_layers
+        if epoch >= t.probe_epochs:
+            scale = t.finetune_lr_mult
     else:
         raise VTError(f"unknown transfer.strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
     default_bn = "eval" if frozen == num_stages else "train"

@@ -1,4 +1,5 @@
-"""`vt study TASK`: how much labelled data does a task need, and which way of transferring?
+"""`vt study TASK` and `vt.study(TASK, ...)`: how much labelled data does a task need, and which
+way of transferring?
 
 For each strategy x samples per class x seed the train split is subsampled (stratified, seeded
 with the cell's seed: `data.max_per_class`), a model is trained with the same budget (the config's
@@ -29,10 +30,11 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..config import STRATEGIES, Config, build_config
-from ..errors import VTError, did_you_mean
-from ..task import get_task
-from .logging import console
+from .api import resolve_config, train_from_config
+from .config import STRATEGIES, Config, build_config
+from .engine.logging import console
+from .errors import VTError, did_you_mean
+from .task import get_task
 
 STUDY_STRATEGIES = (*STRATEGIES, "scratch")
 
@@ -141,8 +143,6 @@ def _append_row(path: Path, row: dict) -> None:
 
 def run_cell(cfg: Config, cell: Cell, out_dir: Path, *, monitor: str) -> dict:
     """Train one cell; its row: the monitor after the last epoch on the full val split."""
-    from ..api import train_from_config
-
     run_cfg = cell_config(cfg, cell, out_dir)
     t0 = time.perf_counter()
     result = train_from_config(run_cfg)
@@ -167,9 +167,19 @@ def _check_subsampled(task: str, summary: dict, cell: Cell) -> None:
                       "vision_transfer.engine.subsample.subsample_train on its train split)")
 
 
+def study(task: str, *, config: Config | dict | str | os.PathLike | None = None,
+          overrides: dict | list[str] | None = None) -> StudyResult:
+    """Python mirror of `vt study TASK [-c CONFIG] [key=value ...]`:
+
+        res = vt.study("classification", overrides={"data.root": "cells", "study.seeds": 3,
+                                                    "study.samples_per_class": [5, 20]})
+        res.summary   # [{strategy, samples_per_class, mean, ci95_low, ci95_high, n}]"""
+    return study_from_config(resolve_config(task, config, overrides))
+
+
 def study_from_config(cfg: Config) -> StudyResult:
     """Run (or resume) the whole grid; write study.json, study.md and study.png."""
-    from .study_report import write_study
+    from .study_report import write_study  # matplotlib: only when the grid has run
 
     cells = study_grid(cfg)
     monitor = get_task(cfg.task).monitor

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..files import atomic_path, write_json, write_text
+from .files import atomic_path, write_json, write_text
 
 
 def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float | None, float | None]:
