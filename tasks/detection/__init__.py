@@ -12,7 +12,6 @@ numbers and `per_class_AP` (monitor: `AP`).
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -131,7 +130,9 @@ class Detection(Task):
                              "height": int(array.shape[0]), "detections": dets})
         (out_dir / "predictions.json").write_text(json.dumps(rows, indent=2) + "\n")
         if skipped:
-            warnings.warn(f"skipped {len(skipped)} unreadable images (first: {skipped[0]})", stacklevel=2)
+            from vision_transfer import report
+
+            report.warn(f"skipped {len(skipped)} unreadable images (first: {skipped[0]})")
         return rows
 
 

@@ -57,9 +57,12 @@ def make_loader(dataset: Dataset, task: Task, *, batch_size: int, train: bool, s
     sampler = None
     if train:
         sampler = DistributedSampler(dataset, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=seed)
+    # a last training batch of one sample would stop BatchNorm ("expected more than 1 value per
+    # channel") at small image sizes: drop it then (one sample an epoch, reshuffled every epoch)
+    drop_last = sampler is not None and len(sampler) % batch_size == 1 and len(sampler) > 1
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
                       collate_fn=task.collate, pin_memory=rt.device.type == "cuda",
-                      drop_last=False, persistent_workers=workers > 0,
+                      drop_last=drop_last, persistent_workers=workers > 0,
                       generator=torch.Generator().manual_seed(seed))
 
 
