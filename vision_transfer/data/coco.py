@@ -177,7 +177,7 @@ def _images(items: list, root: Path, src: str, info: Counter, check: bool) -> di
             raise VTError(f"{src}: an image needs an integer 'id' and a 'file_name', got {str(im)[:80]}")
         if im["id"] in out:
             raise VTError(f"{src}: image id {im['id']} is listed twice")
-        path = safe_join(root, im["file_name"])
+        path = safe_join(root, im["file_name"], source=f"{src} image id {im['id']}")
         size = (im.get("width"), im.get("height"))
         if check or not all(isinstance(v, int) for v in size):
             if not path.is_file():

@@ -111,12 +111,15 @@ def list_images(root: str | os.PathLike, *, recursive: bool = True) -> list[Path
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
-def safe_join(root: str | os.PathLike, relative: str) -> Path:
-    """`root / relative`, refusing paths (from a data file) that escape `root`."""
+def safe_join(root: str | os.PathLike, relative: str, *, source: str | None = None) -> Path:
+    """`root / relative`, refusing paths (from a data file: `source`, e.g. `coco.json image id 3`)
+    that escape `root`: `../`, absolute paths, symlinks pointing out."""
     from ..errors import VTError
 
     root_r = Path(root).resolve()
     p = (root_r / relative).resolve()
     if p != root_r and root_r not in p.parents:
-        raise VTError(f"path {relative!r} in a data file escapes its root {root}; paths must stay inside it")
+        where = f"{source}: path" if source else "path"
+        raise VTError(f"{where} {relative!r} escapes its root {root}: file names must be relative paths inside it "
+                      "(no '../', no absolute paths)")
     return p
