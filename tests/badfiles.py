@@ -141,11 +141,13 @@ def symlink_loop(folder: Path) -> Path:
 
 # -- datasets -------------------------------------------------------------------------------
 
-def class_folder(root: Path, *, per_class: int = 3, classes=("square", "disc"), size: int = SIZE) -> Path:
-    """`root/<class>/<i>.png`: tiny clean images, one folder per class (split by data.val_split)."""
+def class_folder(root: Path, *, per_class: int = 3, classes=("square", "disc"), size: int = SIZE,
+                 seed: int = 0) -> Path:
+    """`root/<class>/<i>.png`: tiny clean images, one folder per class (split by data.val_split);
+    a different `seed` gives different pictures (a val folder that does not leak)."""
     for c, name in enumerate(classes):
         for i in range(per_class):
-            good_image(root / name / f"{name}_{i}.png", seed=100 * c + i, size=size)
+            good_image(root / name / f"{name}_{i}.png", seed=10_000 * seed + 100 * c + i, size=size)
     return root
 
 

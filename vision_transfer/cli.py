@@ -85,7 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a smaller budget (about two minutes)")
     p.add_argument("--out", default="vt-demo", help="output folder (default ./vt-demo)")
     p.add_argument("--device", default="auto")
+    _add_doctor_parser(sub)
     return parser
+
+
+def _add_doctor_parser(sub) -> None:
+    p = sub.add_parser("doctor", help="dataset report before training: counts, bad and odd images, duplicates, "
+                                      "leakage, boxes vs anchors, mask values (doctor.json, doctor.html)")
+    p.add_argument("task", choices=TASK_NAMES)
+    p.add_argument("--out", help="output folder (default: run.out_dir, else ./doctor-TASK)")
+    _add_config_args(p)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -132,6 +141,10 @@ def _run(args: argparse.Namespace) -> int:
         from .similarity import cli as sim_cli
 
         return getattr(sim_cli, f"{cmd}_command")(args)
+    if cmd == "doctor":
+        from .doctor import doctor_command
+
+        return doctor_command(args)
     if cmd == "demo":
         from .demo import run_demo
 
