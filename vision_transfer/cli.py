@@ -156,7 +156,7 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _run(args) or 0
+        return _run_stoppable(args)
     except VTError as e:
         print(f"vt {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -168,6 +168,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"vt {args.command}: error: no such file: {e.filename}", file=sys.stderr)
         return 2
+    except (OSError, RuntimeError) as e:  # known fatal faults in one line (disk full, a dead loader worker)
+        from .engine.signals import explain_fault
+
+        message = explain_fault(e)
+        if message is None or os.environ.get("VT_DEBUG"):
+            raise
+        print(f"vt {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+def _run_stoppable(args: argparse.Namespace) -> int:
+    """Long commands stop cleanly on SIGTERM / Ctrl-C (engine/signals.py): exit 128 + signal, one line."""
+    if args.command not in ("train", "study", "embed", "pretrain"):
+        return _run(args) or 0
+    from .engine.signals import StopRequested, graceful_stop
+
+    try:
+        with graceful_stop(defer=args.command != "embed"):
+            return _run(args) or 0
+    except StopRequested as stop:
+        saved = getattr(stop, "saved", None)
+        how = "rerun the same command to continue" if args.command == "study" else "rerun with train.resume=auto"
+        saved = f"; saved {saved} at the step boundary: {how}" if saved else "; nothing was written"
+        print(f"vt {args.command}: {stop}{saved}", file=sys.stderr)
+        return stop.exit_code
 
 
 if __name__ == "__main__":

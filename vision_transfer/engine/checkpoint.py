@@ -9,6 +9,7 @@ config that trained it:
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 import tempfile
@@ -36,8 +37,12 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:   # disk full: `path` still holds the previous file
+            from .signals import disk_full
+
+            raise disk_full(path, e) from None
         raise
 
 

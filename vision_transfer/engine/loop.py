@@ -25,6 +25,7 @@ from .checkpoint import read_checkpoint, rng_state, save_atomic, set_rng_state
 from .device import Runtime, amp_dtype, barrier, broadcast_object, default_num_workers, use_channels_last
 from .logging import RunLogger
 from .optim import build_optimizer, lr_schedule
+from .signals import ResumableSampler, StopRequested, check_stop, save_interrupted
 from .transfer import LP_FT_LR_MULT, TransferPlan, apply_plan, param_groups, plan_transfer, train_mode
 
 
@@ -56,7 +57,7 @@ def make_loader(dataset: Dataset, task: Task, *, batch_size: int, train: bool, s
     workers = default_num_workers() if num_workers is None else num_workers
     sampler = None
     if train:
-        sampler = DistributedSampler(dataset, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=seed)
+        sampler = ResumableSampler(dataset, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=seed)
     # a last training batch of one sample would stop BatchNorm ("expected more than 1 value per
     # channel") at small image sizes: drop it then (one sample an epoch, reshuffled every epoch)
     drop_last = sampler is not None and len(sampler) % batch_size == 1 and len(sampler) > 1
@@ -69,7 +70,7 @@ def make_loader(dataset: Dataset, task: Task, *, batch_size: int, train: bool, s
 def train_one_epoch(model: nn.Module, task: Task, loader: DataLoader, *, optimizer: torch.optim.Optimizer,
                     scheduler: Any, rt: Runtime, dtype: torch.dtype | None, channels_last: bool,
                     scaler: torch.amp.GradScaler | None, grad_accum: int = 1, grad_clip: float | None = None,
-                    epoch: int = 0, progress: Any = None, sync_every: int = 10) -> dict[str, float]:
+                    epoch: int = 0, progress: Any = None, sync_every: int = 10, start_step: int = 0) -> dict[str, float]:
     """One pass over `loader`; stops with a clear error on a non-finite loss.
 
     The running loss stays on the device and is read (a host sync) only every `sync_every` steps
@@ -78,8 +79,10 @@ def train_one_epoch(model: nn.Module, task: Task, loader: DataLoader, *, optimiz
     running = torch.zeros((), dtype=torch.float64, device=rt.device)
     total, seen, checked, t0 = 0.0, 0, 0, time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
-    n = len(loader)
-    for step, batch in enumerate(loader):
+    if start_step:   # resumed mid-epoch: skip the batches already trained on (signals.py)
+        loader.sampler.skip = start_step * loader.batch_size
+    n = start_step + len(loader)
+    for step, batch in enumerate(loader, start=start_step):
         batch = task.to_device(batch, rt.device, channels_last=channels_last)
         with torch.autocast(rt.device.type, dtype=dtype, enabled=dtype is not None):
             losses = task.train_step(model, batch)
@@ -97,6 +100,7 @@ def train_one_epoch(model: nn.Module, task: Task, loader: DataLoader, *, optimiz
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
+            check_stop(epoch=epoch, step=step + 1)   # SIGTERM / Ctrl-C: stop at this step boundary
         bs = task.batch_size_of(batch)
         running += loss.detach().double() * bs
         seen += bs
@@ -109,6 +113,7 @@ def train_one_epoch(model: nn.Module, task: Task, loader: DataLoader, *, optimiz
             checked = step + 1
             if progress is not None:
                 progress(step + 1, n, total / seen, seen * rt.world_size / (time.perf_counter() - t0))
+    loader.sampler.skip = 0
     elapsed = time.perf_counter() - t0
     if rt.distributed:  # the loss of every rank's shard, not rank 0's alone
         sums = torch.tensor([total, float(seen)], dtype=torch.float64, device=rt.device)
@@ -183,7 +188,7 @@ def fit(model: nn.Module, task: Task, *, train_data: Dataset, val_data: Dataset 
     train_model = _wrap_ddp(model, rt)
     monitor = task.monitor if val_data is not None else "train_loss"
     logger = RunLogger(out_dir, enabled=rt.is_main, tensorboard=tensorboard, show_progress=show_progress)
-    start, best, best_epoch, best_metrics, history, bad_epochs = 0, None, 0, {}, [], 0
+    start, best, best_epoch, best_metrics, history, bad_epochs, start_step = 0, None, 0, {}, [], 0, 0
     if resume:
         state = read_checkpoint(resume)
         export_model.load_state_dict(state["model"])
@@ -195,7 +200,8 @@ def fit(model: nn.Module, task: Task, *, train_data: Dataset, val_data: Dataset 
         start, best, best_epoch = state["epoch"], state["best"].get("value"), state["best"].get("epoch", 0)
         best_metrics, bad_epochs, history = state["best"].get("metrics", {}), state["best"].get("bad_epochs", 0), \
             logger.read_history(start)
-        logger.note(f"resumed from {resume} after epoch {start}")
+        start_step = state.get("step", 0)   # a step-boundary checkpoint (signals.py): the epoch is resumed
+        logger.note(f"resumed from {resume} after epoch {start}" + (f", step {start_step}" if start_step else ""))
     t_start, stopped = time.perf_counter() - sum(h.get("epoch_time_s", 0) for h in history), False
     for epoch in range(start, epochs):
         if num_stages:
@@ -206,10 +212,22 @@ def fit(model: nn.Module, task: Task, *, train_data: Dataset, val_data: Dataset 
         train_loader.sampler.set_epoch(epoch)
         if hasattr(train_data, "set_epoch"):
             train_data.set_epoch(epoch)
-        with logger.epoch_progress(epoch, epochs) as progress:
-            stats = train_one_epoch(train_model, task, train_loader, optimizer=opt, scheduler=sched, rt=rt,
-                                    dtype=dtype, channels_last=cl, scaler=scaler, grad_accum=grad_accum,
-                                    grad_clip=grad_clip, epoch=epoch, progress=progress)
+        try:
+            with logger.epoch_progress(epoch, epochs) as progress:
+                stats = train_one_epoch(train_model, task, train_loader, optimizer=opt, scheduler=sched, rt=rt,
+                                        dtype=dtype, channels_last=cl, scaler=scaler, grad_accum=grad_accum,
+                                        grad_clip=grad_clip, epoch=epoch, progress=progress,
+                                        start_step=start_step if epoch == start else 0)
+        except StopRequested as stop:   # save the step boundary, then let the CLI exit 130 / 143
+            if rt.is_main and out_dir is not None:
+                step = int(stop.where.rsplit(" ", 1)[-1])
+                save_interrupted(Path(out_dir) / "checkpoints" / "last.pt", meta=checkpoint_meta,
+                                 model_state=_cpu_state(export_model), epoch=epoch, step=step, optimizer=opt,
+                                 scheduler=sched, scaler=scaler,
+                                 best={"value": best, "epoch": best_epoch, "metrics": best_metrics,
+                                       "bad_epochs": bad_epochs, "monitor": monitor})
+                stop.saved = Path(out_dir) / "checkpoints" / "last.pt"
+            raise
         metrics: dict[str, Any] = {}
         if val_loader is not None:
             metrics = public_metrics(evaluate(model, task, val_loader, device=rt.device, classes=classes, dtype=dtype))
