@@ -37,7 +37,7 @@ def show_path(p: str | os.PathLike) -> str:
 _own_console = None
 
 
-def _console():
+def get_console():
     """The run's console when the engine is loaded (progress bars and these lines then share it);
     else a console of our own, so the torch-free paths (model-free `vt eval`) stay torch-free."""
     global _own_console
@@ -56,7 +56,7 @@ def warn(text: str) -> None:
     if text in _warned:
         return
     _warned.add(text)
-    _console().print(f"[yellow]warning:[/yellow] {escape(text)}", soft_wrap=True, highlight=False)
+    get_console().print(f"[yellow]warning:[/yellow] {escape(text)}", soft_wrap=True, highlight=False)
 
 
 def skip(path: str | os.PathLike, reason: str, detail: str = "") -> None:
@@ -96,9 +96,9 @@ def finish(out_dir: str | os.PathLike | None, *, total: int | None = None, info:
         where = show_path(path)
     line = summary_line(total, where)
     if line:
-        _console().print(f"[yellow]{escape(line)}[/yellow]", soft_wrap=True, highlight=False)
+        get_console().print(f"[yellow]{escape(line)}[/yellow]", soft_wrap=True, highlight=False)
     fixed = {k: v for k, v in (info or {}).items() if isinstance(v, int) and v and not k.endswith("_skipped")}
     if fixed:
-        _console().print(escape("data: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(fixed.items()))),
+        get_console().print(escape("data: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(fixed.items()))),
                          soft_wrap=True, highlight=False, style="dim")
     return line

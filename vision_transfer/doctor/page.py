@@ -9,11 +9,11 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from ..report import _console, show_path
+from ..report import get_console, show_path
 
 
 def print_findings(result: dict, out: Path) -> None:
-    con = _console()
+    con = get_console()
     counts = Table(title=f"{result['task']} dataset", title_justify="left")
     counts.add_column("split")
     counts.add_column("images", justify="right")

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from ..errors import VTError
 from ..task import Task, find_backbone
@@ -79,7 +79,10 @@ def train_one_epoch(model: nn.Module, task: Task, loader: DataLoader, *, optimiz
     running = torch.zeros((), dtype=torch.float64, device=rt.device)
     total, seen, checked, t0 = 0.0, 0, 0, time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
+    resumable = isinstance(loader.sampler, ResumableSampler)
     if start_step:   # resumed mid-epoch: skip the batches already trained on (signals.py)
+        if not resumable:
+            raise VTError("resuming mid-epoch needs the loader of make_loader (a ResumableSampler)")
         loader.sampler.skip = start_step * loader.batch_size
     n = start_step + len(loader)
     for step, batch in enumerate(loader, start=start_step):
@@ -113,7 +116,8 @@ def train_one_epoch(model: nn.Module, task: Task, loader: DataLoader, *, optimiz
             checked = step + 1
             if progress is not None:
                 progress(step + 1, n, total / seen, seen * rt.world_size / (time.perf_counter() - t0))
-    loader.sampler.skip = 0
+    if resumable:
+        loader.sampler.skip = 0
     elapsed = time.perf_counter() - t0
     if rt.distributed:  # the loss of every rank's shard, not rank 0's alone
         sums = torch.tensor([total, float(seen)], dtype=torch.float64, device=rt.device)
@@ -220,9 +224,8 @@ def fit(model: nn.Module, task: Task, *, train_data: Dataset, val_data: Dataset 
                                         start_step=start_step if epoch == start else 0)
         except StopRequested as stop:   # save the step boundary, then let the CLI exit 130 / 143
             if rt.is_main and out_dir is not None:
-                step = int(stop.where.rsplit(" ", 1)[-1])
                 save_interrupted(Path(out_dir) / "checkpoints" / "last.pt", meta=checkpoint_meta,
-                                 model_state=_cpu_state(export_model), epoch=epoch, step=step, optimizer=opt,
+                                 model_state=_cpu_state(export_model), epoch=epoch, step=stop.step, optimizer=opt,
                                  scheduler=sched, scaler=scaler,
                                  best={"value": best, "epoch": best_epoch, "metrics": best_metrics,
                                        "bad_epochs": bad_epochs, "monitor": monitor})

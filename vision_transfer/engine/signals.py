@@ -32,8 +32,8 @@ _pending: list[int] = []   # the signal received, if any
 class StopRequested(Exception):
     """Raised at a step boundary after SIGINT / SIGTERM; `exit_code` is 128 + the signal."""
 
-    def __init__(self, signum: int, where: str = "") -> None:
-        self.signum, self.where = signum, where
+    def __init__(self, signum: int, where: str = "", step: int | None = None) -> None:
+        self.signum, self.where, self.step = signum, where, step
         super().__init__(f"stopped by {signal.Signals(signum).name}{where}")
 
     @property
@@ -71,7 +71,7 @@ def stop_pending() -> bool:
 def check_stop(*, epoch: int, step: int) -> None:
     """Raise `StopRequested` if a signal came; call only at a step boundary."""
     if _pending:
-        raise StopRequested(_pending[0], f" at epoch {epoch + 1}, step {step}")
+        raise StopRequested(_pending[0], f" at epoch {epoch + 1}, step {step}", step)
 
 
 class ResumableSampler(DistributedSampler):
