@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import report
 from .backbones import Backbone, create_backbone
 from .config import Config, build_config, config_to_yaml, merge, parse_overrides, read_yaml
 from .defaults import resolve_defaults
@@ -106,6 +107,7 @@ def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: An
     task = get_task(cfg.task)
     cfg = resolve_defaults(cfg, task)
     rt = setup_runtime(cfg.train.device)
+    report.reset()   # skips are counted per run
     seed_everything(cfg.train.seed)
     out_dir = Path(cfg.run.out_dir) if cfg.run.out_dir else default_out_dir(cfg.task)
     resume = _resume_path(cfg.train.resume, out_dir)
@@ -161,6 +163,7 @@ def _write_summary(out_dir: Path, cfg: Config, task: Any, result: Any, bb: Backb
                "data_info": splits.info}
     write_json(out_dir / "summary.json", summary)
     task.write_artifacts(out_dir, metrics=result.best_metrics, classes=splits.classes)
+    report.finish(out_dir, total=summary["num_train"] + summary["num_val"] + len(report.skipped()), info=splits.info)
     console.print(f"[bold]done[/bold]: best {monitor} {_fmt(result.best_metrics.get(monitor))} at epoch "
                   f"{result.best_epoch}; run folder {out_dir}")
 

@@ -34,6 +34,7 @@ COMMAND_KEYS: dict[str, tuple[str, ...] | None] = {
     "cluster": ("train.seed",),
     "demo": ("train.device",),
     "heads": (),
+    "doctor": ("data.", "model.", "train.image_size", "train.seed", "run.out_dir"),
     "backbones": (),
 }
 
@@ -143,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a smaller budget (about a minute)")
     p.add_argument("--out", default="vt-demo", help="output folder (default ./vt-demo)")
     _alias(p, "--device")
+
+    p = _sub(sub, "doctor", "dataset report before training: counts, bad and odd images, duplicates, leakage, "
+                            "boxes vs anchors, mask values (doctor.json, doctor.html)")
+    _add_task(p)
+    p.add_argument("--out", help="output folder (default: run.out_dir, else ./doctor-TASK)")
+    _add_config(p)
     return parser
 
 
@@ -243,6 +250,11 @@ def _run(args: argparse.Namespace, overrides: list[str]) -> int:
         if cmd == "cluster":
             args.seed = args.seed or 0
         return getattr(sim_cli, f"{cmd}_command")(args)
+    if cmd == "doctor":
+        from .doctor import doctor_command
+
+        args.overrides = overrides
+        return doctor_command(args)
     if cmd == "demo":
         from .demo import run_demo
 
@@ -280,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rest, overrides = split_overrides(argv)
     args = build_parser().parse_args(rest)
     try:
-        return _run(args, overrides) or 0
+        return _run_stoppable(args, overrides)
     except VTError as e:
         print(f"vt {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -292,6 +304,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"vt {args.command}: error: no such file: {e.filename}", file=sys.stderr)
         return 2
+    except (OSError, RuntimeError) as e:  # known fatal faults in one line (disk full, a dead loader worker)
+        from .engine.signals import explain_fault
+
+        message = explain_fault(e)
+        if message is None or os.environ.get("VT_DEBUG"):
+            raise
+        print(f"vt {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+# Long commands stop cleanly on SIGTERM / Ctrl-C (engine/signals.py): a checkpoint at the step boundary.
+STOPPABLE = ("train", "study", "embed", "pretrain")
+
+
+def _run_stoppable(args: argparse.Namespace, overrides: list[str]) -> int:
+    """Exit 128 + signal with one line when a long command is stopped."""
+    if args.command not in STOPPABLE:
+        return _run(args, overrides) or 0
+    from .engine.signals import StopRequested, graceful_stop
+
+    try:
+        with graceful_stop(defer=args.command != "embed"):
+            return _run(args, overrides) or 0
+    except StopRequested as stop:
+        saved = getattr(stop, "saved", None)
+        how = "rerun the same command to continue" if args.command == "study" else "rerun with train.resume=auto"
+        saved = f"; saved {saved} at the step boundary: {how}" if saved else "; nothing was written"
+        print(f"vt {args.command}: {stop}{saved}", file=sys.stderr)
+        return stop.exit_code
 
 
 if __name__ == "__main__":

@@ -207,6 +207,10 @@ def read_yaml(path: str | os.PathLike) -> dict:
         raise VTError(f"config file {path} does not exist")
     try:
         data = yaml.safe_load(p.read_text()) or {}
+    except yaml.constructor.ConstructorError as e:   # !!python/object and friends: safe_load never builds them
+        mark = f" (line {e.problem_mark.line + 1})" if e.problem_mark else ""
+        raise VTError(f"config file {path}{mark}: the tag {str(e.problem or '').split()[-1] if e.problem else ''} "
+                      "is refused: recipes hold plain values (numbers, strings, lists, mappings) only") from None
     except yaml.YAMLError as e:
         raise VTError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):

@@ -29,7 +29,8 @@ def cache_key(*, backbone: str, weights: str | None, preprocessing: dict, image_
     h.update(json.dumps([backbone, weights, preprocessing, image_size, channels]).encode())
     for p in paths:
         st = os.stat(p)
-        h.update(f"{Path(p).resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        # surrogateescape: a file name that is not UTF-8 (Latin-1 from an old camera) keys by its raw bytes
+        h.update(f"{Path(p).resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:32]
 
 

@@ -18,7 +18,6 @@ keeps its own size, and predictions are resized to it, so metrics are those of `
 """
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,9 +30,9 @@ import torch
 from torch.utils.data import Dataset
 
 from vision_transfer.backbones.base import Preprocessing
-from vision_transfer.data.coco import image_size as image_file_size
+from vision_transfer import report
 from vision_transfer.data.dataset import EpochSeeded
-from vision_transfer.data.image import read_image
+from vision_transfer.data.image import BadImage, probe_image, read_image
 from vision_transfer.data.masks import check_mask_values, coco_semantic_mask, pair_masks, palette_lookup, read_mask
 from vision_transfer.data.transforms import INTERPOLATION, colour_jitter, normalise
 from vision_transfer.data.split import hold_out
@@ -127,13 +126,16 @@ def mask_folder_split(images: str, masks: str, *, classes: Sequence[str], palett
     colours = palette_lookup(palette, classes) if palette is not None else None
     kept = []
     for img, m in pairs:
-        mask = read_mask(m, num_classes=len(classes), colours=colours)
-        w, h = image_file_size(img)
+        try:
+            w, h = probe_image(img)
+            mask = read_mask(m, num_classes=len(classes), colours=colours)
+        except BadImage as e:   # the image or its mask file: counted, listed in skipped.json
+            info["unreadable_images"] += 1
+            report.skip(img, e.reason, str(e))
+            continue
         if mask.shape != (h, w):
             info["mask_size_mismatch"] += 1
-            if info["mask_size_mismatch"] == 1:
-                warnings.warn(f"skipping {img}: its mask {m} is {mask.shape[1]}x{mask.shape[0]}, the image {w}x{h}",
-                              stacklevel=2)
+            report.skip(img, "mask-size-mismatch", f"its mask {m} is {mask.shape[1]}x{mask.shape[0]}, the image {w}x{h}")
             continue
         kept.append((img, m))
     if not kept:
@@ -150,10 +152,18 @@ def infer_mask_classes(masks_dir: str) -> list[str]:
     from vision_transfer.data.image import list_images
 
     top = 0
+    only_0_255 = True
     for p in list_images(masks_dir):
-        m = read_mask(p, num_classes=256)
+        try:
+            m = read_mask(p, num_classes=256)
+        except BadImage:
+            continue   # counted when the split is read
+        only_0_255 &= bool(np.isin(m, (0, 255)).all())
         vals = m[m != 255]
         top = max(top, int(vals.max()) if vals.size else 0)
+    if top == 0 and only_0_255:
+        raise VTError(f"every mask in {masks_dir} holds only 0 and 255, and 255 means 'ignore': save the object as 1 "
+                      "(class indices 0..K-1), or give data.classes and data.palette for colour masks")
     return [f"class_{i}" for i in range(top + 1)]
 
 

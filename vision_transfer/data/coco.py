@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import VTError, did_you_mean
-from .image import safe_join
+from .. import report
+from .image import probe_image, safe_join
 
 
 @dataclass(frozen=True)
@@ -176,17 +177,19 @@ def _images(items: list, root: Path, src: str, info: Counter, check: bool) -> di
             raise VTError(f"{src}: an image needs an integer 'id' and a 'file_name', got {str(im)[:80]}")
         if im["id"] in out:
             raise VTError(f"{src}: image id {im['id']} is listed twice")
-        path = safe_join(root, im["file_name"])
+        path = safe_join(root, im["file_name"], source=f"{src} image id {im['id']}")
         size = (im.get("width"), im.get("height"))
         if check or not all(isinstance(v, int) for v in size):
             if not path.is_file():
                 info["missing_images"] += 1
+                report.skip(path, "missing", f"{src}: image id {im['id']} file_name {im['file_name']!r}")
                 out[im["id"]] = None
                 continue
             try:
-                size = image_size(path)
-            except Exception:  # noqa: BLE001 - any decoder failure: the file is bad, count and skip it
+                size = probe_image(path) if check else image_size(path)
+            except Exception as e:  # noqa: BLE001 - any decoder failure: the file is bad, count and skip it
                 info["unreadable_images"] += 1
+                report.skip(path, getattr(e, "reason", "unreadable"), str(e))
                 out[im["id"]] = None
                 continue
             if isinstance(im.get("width"), int) and (im.get("width"), im.get("height")) != size:

@@ -9,39 +9,39 @@
 """
 from __future__ import annotations
 
-import os
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
-from .image import BadImage, read_image
+from .. import report
+from ..report import show_path
+from .image import BadImage, probe_image, read_image
 
 
 def check_images(paths: Sequence[Path]) -> tuple[list[int], list[str]]:
-    """(indices of readable files, messages for the others) by header read only."""
+    """(indices of readable files, messages for the others), each file fully decoded once
+    (a truncated JPEG parses its header fine). Every bad file is counted in `report.skip`."""
     good, bad = [], []
     for i, p in enumerate(paths):
         try:
-            if os.path.getsize(p) == 0:
-                raise BadImage(f"{p}: empty file")
-            with Image.open(p) as im:
-                im.size  # noqa: B018 - parses the header
+            probe_image(p)
             good.append(i)
         except FileNotFoundError:
-            bad.append(f"{p}: missing")
-        except Exception as e:  # noqa: BLE001 - any failure means an unusable file
-            bad.append(str(e) if isinstance(e, BadImage) else f"{p}: {type(e).__name__}")
+            bad.append(f"{show_path(p)}: missing")
+            report.skip(p, "missing")
+        except BadImage as e:
+            bad.append(str(e))
+            report.skip(p, e.reason, str(e))
     return good, bad
 
 
 def warn_skipped(bad: list[str], what: str = "images") -> None:
+    """Kept for callers that count skips themselves; the run's summary line says the rest."""
     if bad:
-        warnings.warn(f"skipped {len(bad)} unreadable {what} (first: {bad[0]})", stacklevel=2)
+        report.warn(f"skipped {len(bad)} unreadable {what} (first: {bad[0]})")
 
 
 class EpochSeeded:
@@ -93,8 +93,8 @@ class ImageDataset(EpochSeeded, Dataset):
                 break
             except BadImage as e:
                 self.failed += 1
-                if self.failed == 1:
-                    warnings.warn(f"skipping an image that cannot be decoded: {e}", stacklevel=2)
+                if self.failed == 1:   # may run in a loader worker: the console is shared, the count is not
+                    report.warn(f"an image failed to decode mid-run and was replaced by the next one: {e}")
         else:
             raise BadImage("no image of the dataset can be decoded")
         sample["index"] = i

@@ -76,7 +76,7 @@ def read_csv(path: str | os.PathLike, *, root: str | os.PathLike | None = None,
     for n, (r, lab) in enumerate(zip(rows, labels_text), start=2):
         if lab not in index:
             raise VTError(f"{path}:{n}: label {lab!r} is not in data.classes{did_you_mean(lab, names)}")
-        p = safe_join(base, r[pcol].strip())
+        p = safe_join(base, r[pcol].strip(), source=f"{path}:{n}")
         if not p.is_file():
             raise VTError(f"{path}:{n}: image {r[pcol]!r} not found under {base}")
         paths.append(p)

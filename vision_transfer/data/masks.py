@@ -96,19 +96,35 @@ def read_mask(path: str | os.PathLike, *, num_classes: int,
 
     `colours`: `palette_lookup(...)` for RGB masks. Values or colours outside the class list are
     a one-line `VTError` naming the file (usually `data.classes` or `data.palette` is wrong)."""
-    with Image.open(path) as im:
-        if colours is not None and im.mode not in ("L", "I", "I;16", "1"):
-            return _map_colours(np.asarray(im.convert("RGB")), colours, path)
-        if im.mode in ("RGB", "RGBA", "LA"):
-            rgb = np.asarray(im.convert("RGB"))
-            if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
-                raise VTError(f"mask {path} is a colour image: give data.palette (class -> [r, g, b]) "
-                              "or save masks as grey PNGs of class indices")
-            mask = rgb[..., 0].astype(np.int64)
-        else:
-            mask = np.asarray(im).astype(np.int64)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if colours is not None and im.mode not in ("L", "I", "I;16", "1"):
+                return _map_colours(np.asarray(im.convert("RGB")), colours, path)
+            if im.mode in ("RGB", "RGBA", "LA"):
+                rgb = np.asarray(im.convert("RGB"))
+                if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
+                    raise VTError(f"mask {path} is a colour image: {_palette_hint(rgb)}, "
+                                  "or save masks as grey PNGs of class indices")
+                mask = rgb[..., 0].astype(np.int64)
+            else:
+                mask = np.asarray(im).astype(np.int64)
+    except (OSError, ValueError, SyntaxError) as e:   # zero bytes, truncated, not an image
+        from .image import BadImage
+
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise BadImage(f"mask {path} cannot be decoded ({type(e).__name__})", "unreadable") from None
     check_mask_values(mask, num_classes=num_classes, where=str(path))
     return mask
+
+
+def _palette_hint(rgb: np.ndarray) -> str:
+    """`looks like a colour palette (colours [0, 0, 0], [255, 0, 0]): pass data.palette=...`."""
+    colours = np.unique(rgb.reshape(-1, 3), axis=0)[:6].tolist()
+    shown = ", ".join(str(c) for c in colours[:4]) + (", ..." if len(colours) > 4 else "")
+    example = "{" + ", ".join(f"class{i}: {c}" for i, c in enumerate(colours[:2])) + "}"
+    return f"looks like a colour palette (colours {shown}): pass data.palette='{example}' (class -> [r, g, b])"
 
 
 def _map_colours(rgb: np.ndarray, colours: Mapping[tuple[int, int, int], int], path: Any) -> np.ndarray:

@@ -59,7 +59,7 @@ def _parse(xml_path: Path, images: Path) -> tuple[Path, list]:
     except ET.ParseError as e:
         raise VTError(f"{xml_path} is not valid XML ({e})") from None
     filename = (root.findtext("filename") or "").strip()
-    path = safe_join(images, filename) if filename else None
+    path = safe_join(images, filename, source=str(xml_path)) if filename else None
     if path is None or not path.is_file():
         stems = [p for p in images.glob(xml_path.stem + ".*") if p.suffix.lower() != ".xml"]
         path = stems[0].resolve() if stems else (path or images.resolve() / (xml_path.stem + ".jpg"))

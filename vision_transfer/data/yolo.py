@@ -71,6 +71,9 @@ def _lines(path: Path, num_classes: int) -> list[tuple[int, float, float, float,
         except ValueError:
             raise VTError(f"{path}:{n}: expected 'class_index cx cy w h' (normalised box), got {line.strip()[:60]!r}; "
                           "polygon (segmentation) labels are not detection labels") from None
+        if not all(-1e-3 <= v <= 1 + 1e-3 for v in (cx, cy, w, h)):
+            raise VTError(f"{path}:{n}: box values must be normalised to [0, 1] by the image size, got "
+                          f"{line.strip()[:60]!r}; pixel coordinates? divide x by the width and y by the height")
         if not 0 <= cls < num_classes:
             raise VTError(f"{path}:{n}: class index {cls} is out of range: {num_classes} classes (0..{num_classes - 1})")
         out.append((cls, cx, cy, w, h))

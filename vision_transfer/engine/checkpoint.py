@@ -9,6 +9,7 @@ config that trained it:
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 import tempfile
@@ -36,8 +37,12 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:   # disk full: `path` still holds the previous file
+            from .signals import disk_full
+
+            raise disk_full(path, e) from None
         raise
 
 
@@ -76,13 +81,35 @@ def read_checkpoint(path: str | os.PathLike, *, task: str | None = None) -> dict
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
-        raise VTError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:160]}") from None
+        raise VTError(unreadable_checkpoint(path, e)) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise VTError(f"{path} is not a vision_transfer checkpoint (no '{FORMAT}' format tag); "
                       "for plain weights use model.weights=FILE")
     if task and ckpt["task"] != task:
         raise VTError(f"{path} is a {ckpt['task']} checkpoint, not {task}: use `vt ... {ckpt['task']}`")
     return ckpt
+
+
+def unreadable_checkpoint(path: str | os.PathLike, e: BaseException) -> str:
+    """The one-line reason a checkpoint does not load: refused code, a cut file, or another format."""
+    text = str(e)
+    if "Weights only load failed" in text or "Unsupported global" in text:
+        what = next((ln.strip() for ln in text.splitlines() if "Unsupported global" in ln), "a Python object")
+        return (f"checkpoint {path} holds pickled Python objects that could run code ({what[:120]}); refused: only "
+                "tensors and plain data are loaded. Re-save it from a trusted source as a state dict")
+    if "central directory" in text or "failed finding" in text or isinstance(e, (EOFError, RuntimeError)):
+        return (f"checkpoint {path} is damaged or truncated ({type(e).__name__}: {text.splitlines()[0][:100]}); "
+                "use the previous one (checkpoints/best.pt) or rerun with train.resume=auto")
+    return f"cannot read checkpoint {path}: {type(e).__name__}: {text.splitlines()[0][:160] if text else ''}"
+
+
+def first_mismatch(model: nn.Module, state: dict) -> tuple[list[str], list[str], list[str]]:
+    """(missing, unexpected, mis-shaped) tensor names of `state` against `model`."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    return missing, unexpected, wrong
 
 
 def build_from_checkpoint(ckpt: dict) -> nn.Module:
@@ -95,11 +122,15 @@ def build_from_checkpoint(ckpt: dict) -> nn.Module:
     backbone.weights = spec.get("weights")
     model = task.build_model(backbone=backbone, num_classes=spec["num_classes"], head=spec["head"],
                              **spec.get("options", {}))
-    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]  # FrozenBatchNorm2d has none
-    if missing or unexpected:
-        raise VTError(f"checkpoint weights do not fit the rebuilt {ckpt['task']} model "
-                      f"({len(missing)} missing, {len(unexpected)} unexpected, e.g. {(missing + unexpected)[0]})")
+    missing, unexpected, wrong = first_mismatch(model, ckpt["model"])   # FrozenBatchNorm2d has no num_batches_tracked
+    if missing or unexpected or wrong:
+        first = (wrong + missing + unexpected)[0]
+        shape = f" {tuple(ckpt['model'][first].shape)} in the file, {tuple(model.state_dict()[first].shape)} in the " \
+                "model" if first in wrong else ""
+        raise VTError(f"checkpoint weights do not fit the rebuilt {ckpt['task']} model: {len(missing)} missing, "
+                      f"{len(unexpected)} unexpected, {len(wrong)} mis-shaped tensors (first: {first}{shape}); "
+                      "was it saved by another version or edited?")
+    model.load_state_dict(ckpt["model"], strict=False)
     model.eval()
     return model
 

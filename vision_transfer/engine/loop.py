@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from ..config import Config, TrainConfig, TransferConfig
 from ..errors import VTError
@@ -26,6 +26,7 @@ from .checkpoint import read_checkpoint, rng_state, save_atomic, set_rng_state
 from .device import Runtime, amp_dtype, barrier, broadcast_object, default_num_workers, use_channels_last
 from .logging import RunLogger
 from .optim import build_optimizer, lr_schedule
+from .signals import ResumableSampler, StopRequested, check_stop, save_interrupted
 from .transfer import TransferPlan, apply_plan, param_groups, plan_transfer, train_mode
 
 
@@ -65,17 +66,20 @@ def make_loader(dataset: Dataset, task: Task, *, batch_size: int, train: bool, s
     workers = default_num_workers() if num_workers is None else num_workers
     sampler = None
     if train:
-        sampler = DistributedSampler(dataset, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=seed)
+        sampler = ResumableSampler(dataset, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=seed)
+    # a last training batch of one sample would stop BatchNorm ("expected more than 1 value per
+    # channel") at small image sizes: drop it then (one sample an epoch, reshuffled every epoch)
+    drop_last = sampler is not None and len(sampler) % batch_size == 1 and len(sampler) > 1
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
                       collate_fn=task.collate, pin_memory=rt.device.type == "cuda",
-                      drop_last=False, persistent_workers=workers > 0,
+                      drop_last=drop_last, persistent_workers=workers > 0,
                       generator=torch.Generator().manual_seed(seed))
 
 
 def train_one_epoch(model: nn.Module, task: Task, loader: DataLoader, *, optimizer: torch.optim.Optimizer,
                     scheduler: Any, rt: Runtime, dtype: torch.dtype | None, channels_last: bool,
                     scaler: torch.amp.GradScaler | None, grad_accum: int = 1, grad_clip: float | None = None,
-                    epoch: int = 0, progress: Any = None, sync_every: int = 10) -> dict[str, float]:
+                    epoch: int = 0, progress: Any = None, sync_every: int = 10, start_step: int = 0) -> dict[str, float]:
     """One pass over `loader`; stops with a clear error on a non-finite loss.
 
     The running loss stays on the device and is read (a host sync) only every `sync_every` steps
@@ -84,8 +88,13 @@ def train_one_epoch(model: nn.Module, task: Task, loader: DataLoader, *, optimiz
     running = torch.zeros((), dtype=torch.float64, device=rt.device)
     total, seen, checked, t0 = 0.0, 0, 0, time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
-    n = len(loader)
-    for step, batch in enumerate(loader):
+    resumable = isinstance(loader.sampler, ResumableSampler)
+    if start_step:   # resumed mid-epoch: skip the batches already trained on (signals.py)
+        if not resumable:
+            raise VTError("resuming mid-epoch needs the loader of make_loader (a ResumableSampler)")
+        loader.sampler.skip = start_step * loader.batch_size
+    n = start_step + len(loader)
+    for step, batch in enumerate(loader, start=start_step):
         batch = task.to_device(batch, rt.device, channels_last=channels_last)
         with torch.autocast(rt.device.type, dtype=dtype, enabled=dtype is not None):
             losses = task.train_step(model, batch)
@@ -103,6 +112,7 @@ def train_one_epoch(model: nn.Module, task: Task, loader: DataLoader, *, optimiz
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
+            check_stop(epoch=epoch, step=step + 1)   # SIGTERM / Ctrl-C: stop at this step boundary
         bs = task.batch_size_of(batch)
         running += loss.detach().double() * bs
         seen += bs
@@ -115,6 +125,8 @@ def train_one_epoch(model: nn.Module, task: Task, loader: DataLoader, *, optimiz
             checked = step + 1
             if progress is not None:
                 progress(step + 1, n, total / seen, seen * rt.world_size / (time.perf_counter() - t0))
+    if resumable:
+        loader.sampler.skip = 0
     elapsed = time.perf_counter() - t0
     if rt.distributed:  # the loss of every rank's shard, not rank 0's alone
         sums = torch.tensor([total, float(seen)], dtype=torch.float64, device=rt.device)
@@ -177,6 +189,7 @@ class _Progress:
     best_metrics: dict = field(default_factory=dict)
     bad_epochs: int = 0
     history: list[dict] = field(default_factory=list)
+    start_step: int = 0        # > 0: resumed from a step-boundary checkpoint inside epoch `start`
 
     def record(self, row: dict, metrics: dict) -> bool:
         self.history.append(row)
@@ -210,7 +223,17 @@ def fit(model: nn.Module, task: Task, *, train_data: Dataset, val_data: Dataset 
         _restore(tr, prog, resume, logger)
     t_start, stopped = time.perf_counter() - sum(h.get("epoch_time_s", 0) for h in prog.history), False
     for epoch in range(prog.start, s.train.epochs):
-        row, metrics = _run_epoch(tr, task, epoch, s, rt, logger, classes)
+        try:
+            row, metrics = _run_epoch(tr, task, epoch, s, rt, logger, classes,
+                                      start_step=prog.start_step if epoch == prog.start else 0)
+        except StopRequested as stop:   # save the step boundary, then let the CLI exit 130 / 143
+            if rt.is_main and out_dir is not None:
+                path = Path(out_dir) / "checkpoints" / "last.pt"
+                save_interrupted(path, meta=checkpoint_meta, model_state=_cpu_state(tr.export), epoch=epoch,
+                                 step=stop.step, optimizer=tr.optimizer, scheduler=tr.scheduler, scaler=tr.scaler,
+                                 best=prog.state())
+                stop.saved = path
+            raise
         improved = prog.record(row, metrics)
         if rt.is_main:
             logger.log_epoch(row, monitor=prog.monitor)
@@ -281,11 +304,12 @@ def _restore(tr: _Training, prog: _Progress, resume: str | Path, logger: RunLogg
     prog.start, prog.best, prog.best_epoch = state["epoch"], best.get("value"), best.get("epoch", 0)
     prog.best_metrics, prog.bad_epochs = best.get("metrics", {}), best.get("bad_epochs", 0)
     prog.history = logger.read_history(prog.start)
-    logger.note(f"resumed from {resume} after epoch {prog.start}")
+    prog.start_step = state.get("step", 0)   # a step-boundary checkpoint (signals.py): the epoch is resumed
+    logger.note(f"resumed from {resume} after epoch {prog.start}" + (f", step {prog.start_step}" if prog.start_step else ""))
 
 
 def _run_epoch(tr: _Training, task: Task, epoch: int, s: FitSettings, rt: Runtime, logger: RunLogger,
-               classes: list[str]) -> tuple[dict, dict]:
+               classes: list[str], *, start_step: int = 0) -> tuple[dict, dict]:
     """The epoch's transfer plan, one pass over the train loader, validation; -> (row, metrics)."""
     if tr.num_stages:
         plan = plan_transfer(s.transfer, num_stages=tr.num_stages, epoch=epoch)
@@ -299,7 +323,7 @@ def _run_epoch(tr: _Training, task: Task, epoch: int, s: FitSettings, rt: Runtim
         stats = train_one_epoch(tr.train_model, task, tr.train_loader, optimizer=tr.optimizer,
                                 scheduler=tr.scheduler, rt=rt, dtype=tr.dtype, channels_last=tr.channels_last,
                                 scaler=tr.scaler, grad_accum=s.train.grad_accum, grad_clip=s.train.grad_clip,
-                                epoch=epoch, progress=progress)
+                                epoch=epoch, progress=progress, start_step=start_step)
     metrics: dict[str, Any] = {}
     if tr.val_loader is not None:
         metrics = public_metrics(evaluate(tr.model, task, tr.val_loader, device=rt.device, classes=classes,

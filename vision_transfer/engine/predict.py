@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import report
 from ..data.image import BadImage, read_image
 from ..files import unique_stems, write_json
-from .logging import console
 
 
 def predict_images(task: Any, model: nn.Module, paths: Sequence[Path], *, out_dir: Path, meta: dict,
@@ -27,6 +27,7 @@ def predict_images(task: Any, model: nn.Module, paths: Sequence[Path], *, out_di
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
+    report.reset()
     rows: list[dict] = []
     skipped: list[str] = []
     items = list(zip(paths, unique_stems([Path(p) for p in paths])))
@@ -37,6 +38,7 @@ def predict_images(task: Any, model: nn.Module, paths: Sequence[Path], *, out_di
                 loaded.append((path, stem, read_image(path)))
             except BadImage as e:
                 skipped.append(str(e))
+                report.skip(path, getattr(e, "reason", "unreadable"), str(e))
         if not loaded:
             continue
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -46,6 +48,5 @@ def predict_images(task: Any, model: nn.Module, paths: Sequence[Path], *, out_di
             rows.append({"image": str(path), **files, **{k: v for k, v in result.items() if not k.startswith("_")}})
     write_json(out_dir / "predictions.json", rows)
     if skipped:
-        console.print(f"[yellow]skipped {len(skipped)} of {len(items)} images (unreadable): "
-                      f"first: {skipped[0]}[/yellow]")
+        report.finish(out_dir, total=len(items))   # `skipped 1 of 9 images: 1 truncated; see OUT/skipped.json`
     return rows

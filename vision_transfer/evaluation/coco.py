@@ -66,8 +66,10 @@ def evaluate_coco(gt: str | os.PathLike | Mapping | Any, predictions: str | os.P
         validate_gt(gt_dict, iou_type=iou_type, source=_name(gt, "ground truth"))
         validate_results(results, gt_dict, iou_type=iou_type, source=_name(predictions, "results"))
     if any(a.get("id") == 0 for a in gt_dict["annotations"]):
-        warnings.warn("a ground-truth annotation has id 0: pycocotools and faster-coco-eval take a match with "
-                      "it for no match, which lowers AP; renumber annotation ids from 1", stacklevel=2)
+        from .. import report
+
+        report.warn("a ground-truth annotation has id 0: pycocotools and faster-coco-eval take a match with "
+                    "it for no match, which lowers AP; renumber annotation ids from 1")
     run = _run_faster if backend == "faster-coco-eval" else _run_pycocotools
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Found annotation id 0")
