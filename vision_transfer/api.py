@@ -120,6 +120,7 @@ def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: An
             (out_dir / "metrics.jsonl").unlink()
         (out_dir / "config.yaml").write_text(config_to_yaml(cfg))
     bb = create_backbone(backbone or cfg.model.backbone, weights=cfg.model.weights, out_indices=cfg.model.out_indices)
+    _warn_licence(bb, rt.is_main)
     image_size = cfg.train.image_size or task.default_image_size
     splits = task.build_datasets(data=cfg.data, image_size=image_size, preprocessing=bb.preprocessing,
                                  seed=cfg.train.seed, augment=cfg.train.augment)
@@ -167,6 +168,14 @@ def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: An
                       f"run folder {out_dir}")
     return RunResult(out_dir=out_dir, metrics=result.best_metrics, best_epoch=result.best_epoch,
                      train_time_s=result.train_time_s, model=plan.export or plan.model)
+
+
+def _warn_licence(bb: Backbone, main: bool) -> None:
+    from .backbones.foundation import licence_warning
+
+    warning = licence_warning(bb.name, bb.weights)
+    if warning and main:
+        console.print(f"[yellow]{warning}[/yellow]")
 
 
 def _fmt(v: Any) -> str:

