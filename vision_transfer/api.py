@@ -25,6 +25,7 @@ from torch import nn
 from .backbones import Backbone, create_backbone
 from .config import Config, build_config, config_to_yaml, merge, parse_overrides, read_yaml
 from .engine.checkpoint import FORMAT, load_model, read_checkpoint
+from .engine.adapters import footprint
 from .engine.device import resolve_device, setup_runtime
 from .engine.logging import console
 from .files import write_json
@@ -160,7 +161,7 @@ def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: An
                    "stopped_early": result.stopped_early, "backbone": bb.name, "weights": bb.weights,
                    "strategy": strategy, **opt, "num_train": len(splits.train),
                    "num_val": len(splits.val) if splits.val is not None else 0, "classes": splits.classes,
-                   "data_info": splits.info}
+                   "data_info": splits.info, **footprint(plan.model, plan.export or plan.model, out_dir)}
         write_json(out_dir / "summary.json", summary)
         task.write_artifacts(out_dir, metrics=result.best_metrics, classes=splits.classes)
         console.print(f"[bold]done[/bold]: best {summary['monitor']} "

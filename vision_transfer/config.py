@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import VTError, did_you_mean
 
-STRATEGIES = ("linear_probe", "finetune", "gradual_unfreeze", "lp_ft")
+STRATEGIES = ("linear_probe", "finetune", "gradual_unfreeze", "lp_ft", "lora", "bitfit")
 
 
 class _Section(BaseModel):
@@ -78,7 +78,7 @@ class ModelConfig(_Section):
 
 
 class TransferConfig(_Section):
-    strategy: Literal["linear_probe", "finetune", "gradual_unfreeze", "lp_ft"] = "finetune"
+    strategy: Literal["linear_probe", "finetune", "gradual_unfreeze", "lp_ft", "lora", "bitfit"] = "finetune"
     freeze_layers: int = Field(0, ge=0)
     cache_features: bool | None = None       # None: on for a classification linear probe
     backbone_lr_mult: float | None = Field(None, ge=0.0)   # None: the task's default (segmentation 0.5, else 1)

@@ -123,6 +123,7 @@ class ViTBackbone(Backbone):
         self.patch = int(_pair(self.body.patch_embed.patch_size)[0])
         dim = _probe_channels(self.body, self.patch)
         self.pyramid = SimpleFeaturePyramid(dim)
+        self.new_modules = (self.pyramid,)   # never pretrained: trains with the head under every strategy
         self._levels = [FeatureInfo(channels=c, stride=s, stage=i)
                         for i, (c, s) in enumerate(zip(pyramid_channels(dim), STRIDES))]
         self._noted: set[tuple[int, int]] = set()
