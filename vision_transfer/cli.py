@@ -85,7 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a smaller budget (about two minutes)")
     p.add_argument("--out", default="vt-demo", help="output folder (default ./vt-demo)")
     p.add_argument("--device", default="auto")
+    _add_rank_parser(sub)
     return parser
+
+
+def _add_rank_parser(sub) -> None:
+    p = sub.add_parser("rank", help="score candidate backbones on your labelled data without training (LogME)")
+    p.add_argument("task", choices=TASK_NAMES)
+    _add_config_args(p)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -137,6 +144,10 @@ def _run(args: argparse.Namespace) -> int:
 
         run_demo(quick=args.quick, out=args.out, device=args.device)
         return 0
+    if cmd == "rank":
+        from .ranking.rank import rank_command
+
+        return rank_command(args)
     raise AssertionError(cmd)
 
 

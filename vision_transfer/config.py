@@ -127,6 +127,12 @@ class StudyConfig(_Section):
     freeze_layers: list[int] | None = None
 
 
+class RankConfig(_Section):
+    """`vt rank`: candidates `NAME` or `NAME@WEIGHTS` (`@none`: random init); None = those with offline weights."""
+    backbones: list[str] | None = None
+    max_per_class: int | None = Field(200, ge=2)   # LogME is stable with a few hundred images; keeps it fast
+
+
 class Config(_Section):
     task: Literal["classification", "detection", "segmentation"]
     data: DataConfig = Field(default_factory=DataConfig)
@@ -135,6 +141,7 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     study: StudyConfig = Field(default_factory=StudyConfig)
+    rank: RankConfig = Field(default_factory=RankConfig)
 
 
 def valid_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
