@@ -101,8 +101,10 @@ def rank_from_config(cfg: Config) -> list[dict]:
     out = Path(cfg.run.out_dir or "vt-rank")
     write_json(out / "rank.json", {"task": cfg.task, "metric": "logme", "results": rows})
     _print_table(rows, console)
-    console.print(f"ranking: {out / 'rank.json'}; check it with vt study {cfg.task} "
-                  f"\"study.backbones=[{', '.join(r['candidate'] for r in rows[:3])}]\"")
+    from rich.markup import escape
+
+    check = f"\"study.backbones=[{', '.join(r['candidate'] for r in rows[:3])}]\""
+    console.print(f"ranking: {out / 'rank.json'}; check it with vt study {cfg.task} {escape(check)}")
     return rows
 
 
