@@ -54,6 +54,13 @@ def create_backbone(name: str | Backbone, *, weights: str | os.PathLike | None =
         raise VTError(f"{type(name).__name__} is not a vision_transfer Backbone: subclass "
                       "vision_transfer.backbones.Backbone (forward -> list of maps, feature_info, stages)")
     req = parse_weights(weights)
+    if req.kind == "torchhub":   # the architecture by name, its weights from the hub entry's model
+        from ..torch_hub import load_hub_weights
+
+        backbone = create_backbone(name, weights=None, out_indices=out_indices)
+        load_hub_weights(backbone, req.value)
+        backbone.weights = f"hub:{req.value}"
+        return backbone
     if name.startswith("timm/"):
         backbone = timm_family.TimmBackbone(name[5:], weights=req, out_indices=out_indices)
     else:
