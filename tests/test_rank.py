@@ -53,3 +53,21 @@ def test_vt_rank_writes_a_ranked_table(tmp_path, capsys):
     printed = capsys.readouterr()
     assert "ranked by LogME" in printed.out + printed.err and "study.backbones=[tiny_dinov2@none" in printed.err
     assert main(["rank", "detection", f"data.root={root}"]) == 2
+
+
+def test_study_backbones_axis_runs_each_strategy_per_backbone(tmp_path):
+    from vision_transfer.config import load_config
+    from vision_transfer.engine.study import cell_config, study_grid
+
+    cfg = load_config("classification", overrides=["study.strategies=[linear_probe, scratch]", "study.seeds=1",
+                                                   "study.samples_per_class=[5]",
+                                                   "study.backbones=[tf_efficientnet_lite2, tiny_dinov2@none]"])
+    cells = study_grid(cfg)
+    assert [(c.backbone, c.strategy) for c in cells] == [("tf_efficientnet_lite2", "linear_probe"),
+                                                         ("tf_efficientnet_lite2", "scratch"),
+                                                         ("tiny_dinov2@none", "linear_probe"),
+                                                         ("tiny_dinov2@none", "scratch")]
+    lite, dino = cell_config(cfg, cells[0], tmp_path), cell_config(cfg, cells[2], tmp_path)
+    assert (lite.model.backbone, lite.model.weights) == ("tf_efficientnet_lite2", "imagenet")
+    assert (dino.model.backbone, dino.model.weights) == ("tiny_dinov2", None)
+    assert len({c.folder for c in cells}) == len({c.key for c in cells}) == 4

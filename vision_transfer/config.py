@@ -125,6 +125,7 @@ class StudyConfig(_Section):
     samples_per_class: list[int] = Field(default_factory=lambda: [5, 20])
     seeds: int = Field(2, ge=1)
     freeze_layers: list[int] | None = None
+    backbones: list[str] | None = None   # NAME or NAME@WEIGHTS (as rank.backbones): the strategies once per backbone
 
 
 class RankConfig(_Section):
