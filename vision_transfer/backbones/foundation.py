@@ -46,16 +46,15 @@ NON_COMMERCIAL = ("cc-by-nc", "non-commercial", "noncommercial")
 def build_foundation(name: str, *, weights: WeightsRequest, out_indices: Sequence[int] | None = None,
                      **overrides) -> Backbone:
     """The registry entry `name` as a Backbone; `overrides` go to timm (e.g. `depth=2` for tests)."""
-    from .timm_family import TimmBackbone
-    from .vit_family import SwinBackbone, ViTBackbone
+    from .vit_family import HierarchicalBackbone, ViTBackbone
 
     family, tag, kwargs = FOUNDATION[name]
     if weights.kind == "imagenet":
         weights = WeightsRequest("tag", tag)
-    if family == "convnext":
-        return TimmBackbone(name, weights=weights, out_indices=out_indices, registry_name=name)
-    cls = ViTBackbone if family == "vit" else SwinBackbone
-    return cls(name, weights=weights, out_indices=out_indices, registry_name=name, **{**kwargs, **overrides})
+    if family == "vit":
+        return ViTBackbone(name, weights=weights, out_indices=out_indices, registry_name=name, **kwargs, **overrides)
+    return HierarchicalBackbone(name, weights=weights, out_indices=out_indices, registry_name=name, family=family,
+                                **{**kwargs, **overrides})
 
 
 def make_foundation_builder(name: str):

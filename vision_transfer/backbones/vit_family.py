@@ -1,5 +1,5 @@
 """Foundation-model backbones through timm: plain ViTs (DINOv2, CLIP, SigLIP, EVA-02, DeiT, the SAM
-image encoder) behind a simple feature pyramid, and hierarchical Swin transformers.
+image encoder) behind a simple feature pyramid, and hierarchical networks (Swin, ConvNeXt V2).
 
 Contract, the same as for CNNs:
 - `forward(x: (N, 3, H, W)) -> list[Tensor]` shallow to deep. A plain ViT returns ViTDet levels
@@ -162,21 +162,22 @@ class ViTBackbone(Backbone):
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
 
 
-class SwinBackbone(Backbone):
-    """A hierarchical timm transformer (Swin): four stages at strides 4/8/16/32, NCHW out."""
+class HierarchicalBackbone(Backbone):
+    """A hierarchical timm network with `forward_intermediates` (Swin, ConvNeXt V2): four stages at
+    strides 4/8/16/32 (the stem inside the first), NCHW out (timm's Swin works in NHWC inside)."""
 
     family = "swin"
 
     def __init__(self, timm_name: str, *, weights: WeightsRequest, out_indices: Sequence[int] | None = None,
-                 registry_name: str | None = None, **model_kwargs) -> None:
+                 registry_name: str | None = None, family: str = "swin", **model_kwargs) -> None:
         super().__init__()
-        self.name = registry_name or timm_name
+        self.name, self.family = registry_name or timm_name, family
         self.body = _create(timm_name, weights, model_kwargs)
-        layers = list(self.body.layers)
-        first = _Group([("patch_embed", self.body.patch_embed), ("layers_0", layers[0])])
-        chans = [info["num_chs"] for info in self.body.feature_info]
-        strides = [info["reduction"] for info in self.body.feature_info]
-        infos = [FeatureInfo(channels=c, stride=s, stage=i) for i, (c, s) in enumerate(zip(chans, strides))]
+        layers = list(self.body.layers if hasattr(self.body, "layers") else self.body.stages)
+        stem_name = "patch_embed" if hasattr(self.body, "patch_embed") else "stem"
+        first = _Group([(stem_name, getattr(self.body, stem_name)), ("stage_0", layers[0])])
+        infos = [FeatureInfo(channels=f["num_chs"], stride=f["reduction"], stage=i)
+                 for i, f in enumerate(self.body.feature_info)]
         _load_file(self, weights)
         self.weights = str(weights)
         from .timm_family import _preprocessing
@@ -186,7 +187,7 @@ class SwinBackbone(Backbone):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         h, w = x.shape[-2:]
-        if h % 32 or w % 32:   # patch merging halves the grid four times
+        if self.family == "swin" and (h % 32 or w % 32):   # patch merging halves the grid four times
             raise VTError(f"{self.name} needs image sizes that are multiples of 32, got {h}x{w}: "
                           f"set train.image_size={max(32, round(max(h, w) / 32) * 32)}")
         return self.body.forward_intermediates(x, indices=list(self.out_indices), norm=True,
