@@ -27,6 +27,7 @@ from .backbones import Backbone, create_backbone
 from .config import Config, build_config, config_to_yaml, merge, parse_overrides, read_yaml
 from .defaults import resolve_defaults
 from .engine.checkpoint import FORMAT, load_model, read_checkpoint
+from .engine.adapters import footprint
 from .engine.device import resolve_device, setup_runtime
 from .engine.logging import console
 from .engine.loop import FitSettings, fit, make_loader
@@ -114,6 +115,7 @@ def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: An
     if rt.is_main:
         _start_run_folder(out_dir, cfg, resume=resume)
     bb = create_backbone(backbone or cfg.model.backbone, weights=cfg.model.weights, out_indices=cfg.model.out_indices)
+    _warn_licence(bb, rt.is_main)
     splits = task.build_datasets(data=cfg.data, image_size=cfg.train.image_size, preprocessing=bb.preprocessing,
                                  seed=cfg.train.seed, augment=cfg.train.augment)
     if cfg.data.max_per_class:   # every task: at most k images per class (a no-op where the task did it)
@@ -127,8 +129,8 @@ def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: An
                  settings=FitSettings.from_config(cfg), runtime=rt, out_dir=out_dir, resume=resume,
                  checkpoint_meta=meta, export_model=plan.export, callbacks=callbacks)
     if rt.is_main:
-        _write_summary(out_dir, cfg, task, result, bb, splits, monitor=task.monitor if plan.val is not None
-                       else "train_loss")
+        _write_summary(out_dir, cfg, task, result, bb, splits, plan=plan,
+                       monitor=task.monitor if plan.val is not None else "train_loss")
     return RunResult(out_dir=out_dir, metrics=result.best_metrics, best_epoch=result.best_epoch,
                      train_time_s=result.train_time_s, model=plan.export or plan.model)
 
@@ -153,19 +155,25 @@ def _build_run_model(task: Any, cfg: Config, bb: Backbone, classes: list[str], h
 
 
 def _write_summary(out_dir: Path, cfg: Config, task: Any, result: Any, bb: Backbone, splits: Any, *,
-                   monitor: str) -> None:
+                   plan: Any, monitor: str) -> None:
     summary = {"task": cfg.task, "best_epoch": result.best_epoch, "metrics": result.best_metrics,
                "monitor": monitor, "train_time_s": round(result.train_time_s, 3), "epochs_run": len(result.history),
                "stopped_early": result.stopped_early, "backbone": bb.name, "weights": bb.weights,
                "strategy": cfg.transfer.strategy, "lr": cfg.train.lr, "schedule": cfg.train.schedule,
                "backbone_lr_mult": cfg.transfer.backbone_lr_mult, "num_train": len(splits.train),
                "num_val": len(splits.val) if splits.val is not None else 0, "classes": splits.classes,
-               "data_info": splits.info}
+               "data_info": splits.info, **footprint(plan.model, plan.export or plan.model, out_dir)}
     write_json(out_dir / "summary.json", summary)
     task.write_artifacts(out_dir, metrics=result.best_metrics, classes=splits.classes)
     report.finish(out_dir, total=summary["num_train"] + summary["num_val"] + len(report.skipped()), info=splits.info)
     console.print(f"[bold]done[/bold]: best {monitor} {_fmt(result.best_metrics.get(monitor))} at epoch "
                   f"{result.best_epoch}; run folder {out_dir}")
+def _warn_licence(bb: Backbone, main: bool) -> None:
+    from .backbones.foundation import licence_warning
+
+    warning = licence_warning(bb.name, bb.weights)
+    if warning and main:
+        console.print(f"[yellow]{warning}[/yellow]")
 
 
 def _fmt(v: Any) -> str:

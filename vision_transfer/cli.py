@@ -34,6 +34,7 @@ COMMAND_KEYS: dict[str, tuple[str, ...] | None] = {
     "cluster": ("train.seed",),
     "demo": ("train.device",),
     "heads": (),
+    "rank": ("data.", "model.", "train.", "rank."),
     "doctor": ("data.", "model.", "train.image_size", "train.seed", "run.out_dir"),
     "backbones": (),
 }
@@ -150,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task(p)
     p.add_argument("--out", help="output folder (default: run.out_dir, else ./doctor-TASK)")
     _add_config(p)
+
+    p = _sub(sub, "rank", "score candidate backbones on your labelled data without training (LogME)")
+    _add_task(p)
+    _add_config(p)
+    _alias(p, "--device")
     return parser
 
 
@@ -250,6 +256,11 @@ def _run(args: argparse.Namespace, overrides: list[str]) -> int:
         if cmd == "cluster":
             args.seed = args.seed or 0
         return getattr(sim_cli, f"{cmd}_command")(args)
+    if cmd == "rank":
+        from .ranking.rank import rank_command
+
+        args.overrides = overrides
+        return rank_command(args)
     if cmd == "doctor":
         from .doctor import doctor_command
 
@@ -260,6 +271,10 @@ def _run(args: argparse.Namespace, overrides: list[str]) -> int:
 
         run_demo(quick=args.quick, out=args.out, device=args.device or "auto")
         return 0
+    if cmd == "rank":
+        from .ranking.rank import rank_command
+
+        return rank_command(args)
     raise AssertionError(cmd)
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import VTError, did_you_mean
 
 # One list per fact: the engine (engine/transfer.py) and `vt study` read these.
-STRATEGIES = ("linear_probe", "finetune", "gradual_unfreeze", "lp_ft")
+STRATEGIES = ("linear_probe", "finetune", "gradual_unfreeze", "lp_ft", "lora", "bitfit")   # lora, bitfit: engine/adapters.py
 BN_MODES = ("train", "eval", "frozen")
 SCHEDULES = ("cosine", "flat_cosine", "constant")
 
@@ -135,6 +135,13 @@ class StudyConfig(_Section):
     samples_per_class: list[int] = Field(default_factory=lambda: [5, 20])
     seeds: int = Field(2, ge=1)
     freeze_layers: list[int] | None = None
+    backbones: list[str] | None = None   # NAME or NAME@WEIGHTS (as rank.backbones): the strategies once per backbone
+
+
+class RankConfig(_Section):
+    """`vt rank`: candidates `NAME` or `NAME@WEIGHTS` (`@none`: random init); None = those with offline weights."""
+    backbones: list[str] | None = None
+    max_per_class: int | None = Field(200, ge=2)   # LogME is stable with a few hundred images; keeps it fast
 
 
 class Config(_Section):
@@ -145,6 +152,7 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     study: StudyConfig = Field(default_factory=StudyConfig)
+    rank: RankConfig = Field(default_factory=RankConfig)
 
     @field_validator("task")
     @classmethod

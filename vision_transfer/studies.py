@@ -48,14 +48,18 @@ class Cell:
     samples_per_class: int
     seed: int
     freeze_layers: int | None = None
+    backbone: str | None = None     # study.backbones: a rank candidate, NAME or NAME@WEIGHTS
 
     @property
     def key(self) -> str:
-        return f"{self.axis}|{self.strategy}|{self.samples_per_class}|{self.seed}|{self.freeze_layers}"
+        key = f"{self.axis}|{self.strategy}|{self.samples_per_class}|{self.seed}|{self.freeze_layers}"
+        return f"{key}|{self.backbone}" if self.backbone else key
 
     @property
     def folder(self) -> str:
         head = self.strategy if self.axis == "strategy" else f"freeze{self.freeze_layers}"
+        if self.backbone:
+            head = f"{self.backbone.replace('@', '-').replace('/', '_').replace(':', '_')}/{head}"
         return f"{head}/spc{self.samples_per_class}/seed{self.seed}"
 
 
@@ -78,7 +82,9 @@ def study_grid(cfg: Config) -> list[Cell]:
     if len(set(s.strategies)) != len(s.strategies) or len(set(s.samples_per_class)) != len(s.samples_per_class):
         raise VTError("study.strategies and study.samples_per_class must not repeat a value")
     seeds = [cfg.train.seed + i for i in range(s.seeds)]
-    cells = [Cell("strategy", name, k, seed) for name in s.strategies for k in s.samples_per_class for seed in seeds]
+    backbones = s.backbones or [None]   # study.backbones: the strategy axis once per backbone
+    cells = [Cell("strategy", name, k, seed, backbone=b) for b in backbones for name in s.strategies
+             for k in s.samples_per_class for seed in seeds]
     for layers in s.freeze_layers or []:
         if layers < 0:
             raise VTError(f"study.freeze_layers holds {layers}; give stage counts 0, 1, 2, ...")
@@ -104,6 +110,12 @@ def cell_config(cfg: Config, cell: Cell, out_dir: Path) -> Config:
         t["strategy"] = cell.strategy
     if cell.freeze_layers is not None:
         t["freeze_layers"] = cell.freeze_layers
+    if cell.backbone:
+        from ..ranking.rank import parse_candidate
+
+        name, weights = parse_candidate(cell.backbone)
+        tree["model"]["backbone"] = name
+        tree["model"]["weights"] = None if cell.strategy == "scratch" else weights
     return build_config(cfg.task, tree)
 
 
@@ -153,7 +165,8 @@ def run_cell(cfg: Config, cell: Cell, out_dir: Path, *, monitor: str) -> dict:
         raise VTError(f"study: the run in {result.out_dir} has no {monitor!r}: the study needs validation data "
                       "(data.val.* or data.root with val/, or data.val_split > 0)")
     _check_subsampled(cfg.task, summary, cell)
-    return {**asdict(cell), "metric": monitor, "value": float(history[-1][monitor]),
+    label = {"strategy": f"{cell.strategy} {cell.backbone}"} if cell.backbone else {}   # one line per pair
+    return {**asdict(cell), **label, "metric": monitor, "value": float(history[-1][monitor]),
             "best_value": float(result.metrics.get(monitor, history[-1][monitor])),
             "train_time_s": round(wall, 3), "num_train": summary["num_train"], "run_dir": str(result.out_dir)}
 

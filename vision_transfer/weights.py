@@ -5,7 +5,9 @@
 - `"imagenet"`: the family's default ImageNet weights;
 - a torchvision tag such as `"IMAGENET1K_V2"`;
 - a file path ending in `.pt`, `.pth`, `.bin` or `.safetensors` (a state dict; never unpickled code);
-- `"hf-hub:ORG/NAME"`: a timm model on the Hugging Face hub.
+- `"hf-hub:ORG/NAME"`: a timm model on the Hugging Face hub;
+- `"hub:OWNER/REPO[:REF]:ENTRY"` or `"hub:/path/to/repo:ENTRY"`: a torch.hub entry whose weights
+  load into the named backbone (`vision_transfer/torch_hub.py`).
 
 Offline and missing, the error names the file and the folder to put it in.
 """
@@ -24,7 +26,7 @@ FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 
 @dataclass(frozen=True)
 class WeightsRequest:
-    kind: str  # "none" | "imagenet" | "tag" | "file" | "hub"
+    kind: str  # "none" | "imagenet" | "tag" | "file" | "hub" | "torchhub"
     value: str | None = None
 
     def __str__(self) -> str:
@@ -40,6 +42,8 @@ def parse_weights(weights: str | os.PathLike | None) -> WeightsRequest:
         return WeightsRequest("imagenet", "imagenet")
     if text.startswith("hf-hub:") or text.startswith("hf_hub:"):
         return WeightsRequest("hub", "hf-hub:" + text.split(":", 1)[1])
+    if text.startswith("hub:"):
+        return WeightsRequest("torchhub", text[4:])
     if text.lower().endswith(FILE_SUFFIXES) or os.sep in text or text.startswith("."):
         path = Path(text).expanduser()
         if not path.is_file():

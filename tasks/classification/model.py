@@ -37,8 +37,8 @@ def build_classifier(*, backbone: Backbone, num_classes: int, head: Any = "linea
                      hidden_dim: int | None = None, label_smoothing: float = 0.0, **_: Any) -> Classifier:
     if num_classes < 2:
         raise VTError(f"classification needs at least 2 classes, got {num_classes}")
-    if backbone.out_indices[-1] != len(backbone.stages) - 1:
-        backbone.out_indices = (*backbone.out_indices, len(backbone.stages) - 1)
+    if backbone.out_indices[-1] != len(backbone.stage_info) - 1:   # the deepest map (a ViT's maps are not its stages)
+        backbone.out_indices = (*backbone.out_indices, len(backbone.stage_info) - 1)
     h = make_head(head, in_channels=backbone.num_features, num_classes=num_classes, dropout=dropout,
                   hidden_dim=hidden_dim)
     return Classifier(backbone, h, label_smoothing=label_smoothing)

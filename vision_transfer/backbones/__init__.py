@@ -23,6 +23,8 @@ from ..registry import Registry
 from ..weights import PACKAGED, parse_weights
 from . import timm_family, torchvision_family
 from .base import Backbone, BackboneSpec, FeatureInfo, Preprocessing, StagedBackbone
+from .foundation import FOUNDATION, make_foundation_builder
+
 
 BACKBONES: Registry[Callable[..., Backbone]] = Registry("backbone")
 
@@ -31,6 +33,8 @@ for _family, (_, _names) in torchvision_family.FAMILIES.items():
         BACKBONES.add(_name, torchvision_family.make_builder(_name, _family), family=_family, source="torchvision")
 for _name in PACKAGED:
     BACKBONES.add(_name, timm_family.make_builder(_name, _name), family="efficientnet_lite", source="packaged")
+for _name, (_family, _tag, _) in FOUNDATION.items():   # ViTs, Swin, ConvNeXt V2 (weights from the HF hub)
+    BACKBONES.add(_name, make_foundation_builder(_name), family=_family, source="timm-hub", tag=_tag)
 
 
 def register_backbone(name: str | None = None, *, family: str = "custom", override: bool = False):
@@ -51,6 +55,13 @@ def create_backbone(name: str | Backbone, *, weights: str | os.PathLike | None =
         raise VTError(f"{type(name).__name__} is not a vision_transfer Backbone: subclass "
                       "vision_transfer.backbones.Backbone (forward -> list of maps, feature_info, stages)")
     req = parse_weights(weights)
+    if req.kind == "torchhub":   # the architecture by name, its weights from the hub entry's model
+        from ..torch_hub import load_hub_weights
+
+        backbone = create_backbone(name, weights=None, out_indices=out_indices)
+        load_hub_weights(backbone, req.value)
+        backbone.weights = f"hub:{req.value}"
+        return backbone
     if name.startswith("timm/"):
         backbone = timm_family.TimmBackbone(name[5:], weights=req, out_indices=out_indices)
     else:

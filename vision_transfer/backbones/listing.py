@@ -26,7 +26,21 @@ def _weights(name: str, source: str) -> str:
         from torchvision.models import get_model_weights
 
         return ", ".join(["imagenet"] + [w.name for w in get_model_weights(name)])
+    if source == "timm-hub":
+        from .foundation import FOUNDATION
+
+        return f"imagenet = {FOUNDATION[name][1]} (HF hub, via timm), none"
     return "builder-defined"
+
+
+def _licence(name: str, meta: dict) -> str | None:
+    if meta.get("source") == "packaged":
+        return "apache-2.0"
+    if meta.get("source") == "timm-hub":
+        from .foundation import weights_licence
+
+        return weights_licence(name, meta.get("tag"))
+    return None
 
 
 def backbone_rows(pattern: str | None = None) -> list[dict]:
@@ -42,7 +56,7 @@ def backbone_rows(pattern: str | None = None) -> list[dict]:
         meta = BACKBONES.meta(name)
         rows.append({"name": name, "family": meta.get("family", "custom"),
                      "weights": _weights(name, meta.get("source", "user")),
-                     "offline": _offline(name, meta.get("source", "user"))})
+                     "offline": _offline(name, meta.get("source", "user")), "licence": _licence(name, meta)})
     return rows
 
 
@@ -50,7 +64,12 @@ def print_backbones(pattern: str | None = None, *, as_json: bool = False) -> int
     from ..tables import print_listing
 
     rows = backbone_rows(pattern)
-    return print_listing(rows, rows=[(r["name"], r["family"], r["weights"], "yes" if r["offline"] else "-")
+
+    def licence(r: dict) -> str:
+        lic = r["licence"] or "-"
+        return f"[red]{lic}[/red]" if "nc" in lic.split("-") else lic   # non-commercial stands out
+
+    return print_listing(rows, rows=[(r["name"], r["family"], r["weights"], "yes" if r["offline"] else "-", licence(r))
                                      for r in rows],
-                         columns=("name", "family", "weights", "offline"),
+                         columns=("name", "family", "weights", "offline", "licence"),
                          title="backbones (any timm model also works as timm/<name>)", as_json=as_json)

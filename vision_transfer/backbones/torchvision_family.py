@@ -121,7 +121,8 @@ class TorchvisionBackbone(Backbone):
 def load_matching(backbone: nn.Module, sd: dict, *, source: str) -> None:
     """Load a state dict whose keys are the backbone's own (`body.x`) or the bare network's (`x`);
     classifier weights in the file are ignored, any other mismatch is an error."""
-    own = backbone.state_dict()
+    fresh = [n + "." for n, m in backbone.named_modules() if any(m is x for x in getattr(backbone, "new_modules", ()))]
+    own = {k: v for k, v in backbone.state_dict().items() if not k.startswith(tuple(fresh) or ("\0",))}
     if not any(k in own for k in sd):
         sd = {"body." + k: v for k, v in sd.items()}
     if not any(k in own for k in sd):
@@ -133,7 +134,8 @@ def load_matching(backbone: nn.Module, sd: dict, *, source: str) -> None:
         raise VTError(f"weights {source} do not fit {getattr(backbone, 'name', 'the backbone')}: "
                       f"{len(missing)} missing and {len(wrong)} mis-shaped tensors (first: {bad}); "
                       "were they saved from another architecture?")
-    backbone.load_state_dict({k: sd[k] for k in own}, strict=True)
+    # strict on everything pretrained; new modules (a ViT's pyramid) keep their initialisation
+    backbone.load_state_dict({k: sd[k] for k in own}, strict=not fresh)
 
 
 def make_builder(name: str, family: str):

@@ -15,6 +15,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..config import BN_MODES, STRATEGIES, TransferConfig
 from ..errors import VTError
 from ..task import find_backbone
+from .adapters import PEFT_STRATEGIES, set_trainable
 
 
 
@@ -35,6 +36,7 @@ def plan_transfer(settings: TransferConfig, *, num_stages: int, epoch: int = 0) 
       epochs, or at each epoch of `unfreeze_milestones`; never below `freeze_layers`.
     - lp_ft: linear probe for `probe_epochs`, then fine-tune from `freeze_layers` with every
       learning rate times `finetune_lr_mult` (`lr_scale`).
+    - lora / bitfit: every stage frozen, then low-rank adapters / biases and norms train (adapters.py).
     BatchNorm: `bn` when given, else eval while every stage is frozen and train otherwise (norm
     layers of frozen stages stay in eval whatever `bn` says, see `apply_plan`).
     """
@@ -62,6 +64,8 @@ def plan_transfer(settings: TransferConfig, *, num_stages: int, epoch: int = 0) 
         frozen = num_stages if epoch < t.probe_epochs else freeze_layers
         if epoch >= t.probe_epochs:
             scale = t.finetune_lr_mult
+    elif strategy in PEFT_STRATEGIES:
+        frozen = num_stages
     else:
         raise VTError(f"unknown transfer.strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
     default_bn = "eval" if frozen == num_stages else "train"
@@ -91,6 +95,10 @@ def apply_plan(model: nn.Module, plan: TransferPlan) -> None:
     eval_norms = [m for m in backbone.modules() if isinstance(m, _BatchNorm)
                   and (plan.bn == "eval" or id(m) in frozen_ids)]
     model._vt_eval_norms = eval_norms  # noqa: SLF001 - read by train_mode()
+    if plan.strategy in PEFT_STRATEGIES:
+        set_trainable(backbone, plan.strategy)
+    for m in getattr(backbone, "new_modules", ()):   # randomly initialised parts (a ViT's pyramid) train as a head
+        m.requires_grad_(True)
 
 
 def train_mode(model: nn.Module) -> None:
