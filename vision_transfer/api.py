@@ -135,10 +135,14 @@ def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: An
                            "head": task.head_spec(head_arg), "num_classes": len(splits.classes), "options": options}}
     strategy = cfg.transfer.strategy
     plan = task.prepare_training(model, splits, strategy=strategy, cache_features=cfg.transfer.cache_features,
-                                 device=rt.device, batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers)
+                                 device=rt.device, batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers,
+                                 **_probe_options(cfg.transfer))
+    meta["model_spec"]["options"].update(plan.model_options)
     opt = resolved_optimisation(cfg, task)
     t = cfg.transfer
-    result = fit(plan.model, task, train_data=plan.train, val_data=plan.val, classes=splits.classes,
+    solved = plan.solve(out_dir=out_dir, checkpoint_meta=meta, is_main=rt.is_main,
+                        tensorboard=cfg.run.tensorboard) if plan.solve else None
+    result = solved or fit(plan.model, task, train_data=plan.train, val_data=plan.val, classes=splits.classes,
                  epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, lr=opt["lr"],
                  weight_decay=cfg.train.weight_decay, optimizer=cfg.train.optimizer,
                  warmup_epochs=cfg.train.warmup_epochs, schedule=opt["schedule"],
@@ -167,6 +171,12 @@ def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: An
                       f"run folder {out_dir}")
     return RunResult(out_dir=out_dir, metrics=result.best_metrics, best_epoch=result.best_epoch,
                      train_time_s=result.train_time_s, model=plan.export or plan.model)
+
+
+def _probe_options(t: Any) -> dict:
+    """The linear-probe keys of `transfer` as plain arguments of `Task.prepare_training`."""
+    return {"probe_solver": t.probe_solver, "probe_layers": t.probe_layers, "probe_C": t.probe_C,
+            "probe_select": t.probe_select}
 
 
 def _fmt(v: Any) -> str:

@@ -88,6 +88,13 @@ class TransferConfig(_Section):
     unfreeze_milestones: list[int] | None = None
     probe_epochs: int | None = Field(None, ge=0)   # lp_ft: None = half of train.epochs
     finetune_lr_mult: float = Field(0.1, gt=0.0, le=1.0)   # lp_ft: every lr x this after the probe
+    # linear probe on cached features: lbfgs solves a linear head to the optimum (auto: lbfgs for a
+    # linear head, sgd = the shared fit for others); probe_layers: last | all | auto | [stage, ...];
+    # probe_C: the inverse L2 strength (None: chosen on val, or by k-fold CV on train: probe_select)
+    probe_solver: Literal["auto", "lbfgs", "sgd"] = "auto"
+    probe_layers: Literal["last", "all", "auto"] | list[int] = "last"
+    probe_C: float | None = Field(None, gt=0.0)
+    probe_select: Literal["auto", "val", "cv"] = "auto"
 
 
 class TrainConfig(_Section):
