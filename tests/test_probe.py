@@ -130,3 +130,16 @@ def test_auto_picks_the_best_stage_set_and_sgd_still_trains(shapes_folder, tmp_p
     with pytest.raises(VTError, match="lbfgs solves a linear head"):
         vt.train("classification", overrides={**common, "run.out_dir": str(tmp_path / "mlp"), "model.head": "mlp",
                                               "transfer.probe_solver": "lbfgs"})
+
+
+def test_embed_with_layers_gives_unit_vectors_of_the_stages_width(shapes_folder):
+    from vision_transfer.similarity.embedding import embed, load_embedding_model
+
+    paths = sorted((shapes_folder / "val").rglob("*.png"))[:3]
+    model = load_embedding_model(backbone="tf_efficientnet_lite0", weights="imagenet", image_size=32,
+                                 device="cpu", layers="3,4")
+    vectors, kept = embed(paths, model=model, progress=False)
+    assert vectors.shape == (3, 112 + 1280) and model.identity["layers"] == [3, 4] and len(kept) == 3
+    assert abs(float((vectors ** 2).sum(1).max()) - 1.0) < 1e-5
+    last = load_embedding_model(backbone="tf_efficientnet_lite0", weights="imagenet", image_size=32, device="cpu")
+    assert "layers" not in last.identity and embed(paths, model=last, progress=False)[0].shape == (3, 1280)

@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="imagenet | TAG | FILE | hf-hub:ID | none")
     p.add_argument("--checkpoint", help="use the backbone of a checkpoint written by vt train")
     p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--layers", default=None, help="stages pooled and concatenated: last (default), all, or e.g. 2,3,4")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, metavar="INDEX_DIR")

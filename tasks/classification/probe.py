@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vision_transfer.backbones.stages import parse_stages
 from vision_transfer.engine.checkpoint import save_atomic
 from vision_transfer.engine.logging import RunLogger
 from vision_transfer.engine.loop import FitResult, public_metrics
@@ -37,23 +38,12 @@ SOLVERS = ("auto", "lbfgs", "sgd")
 
 def layer_sets(spec: Any, num_stages: int) -> list[list[int]]:
     """The stage sets `transfer.probe_layers` names: one set, or for `auto` the candidates."""
-    last = num_stages - 1
-    if spec in (None, "last"):
-        return [[last]]
-    if spec == "all":
-        return [list(range(num_stages))]
     if spec == "auto":
         return layer_candidates(num_stages)
-    if isinstance(spec, int) and not isinstance(spec, bool):
-        spec = [spec]
-    if isinstance(spec, (list, tuple)) and spec and all(isinstance(s, int) and not isinstance(s, bool)
-                                                        for s in spec):
-        stages = sorted({s + num_stages if s < 0 else s for s in spec})
-        if stages[0] < 0 or stages[-1] > last:
-            raise VTError(f"transfer.probe_layers={list(spec)}: this backbone has stages 0..{last}")
-        return [stages]
-    raise VTError(f"transfer.probe_layers={spec!r}: give last, all, auto or a list of stage numbers 0..{last} "
-                  "(e.g. '[2, 3, 4]')")
+    try:
+        return [parse_stages(spec, num_stages, key="transfer.probe_layers")]
+    except VTError as e:
+        raise VTError(str(e).replace("give last, all or", "give last, all, auto or")) from None
 
 
 def layer_candidates(num_stages: int) -> list[list[int]]:
