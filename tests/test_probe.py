@@ -143,3 +143,18 @@ def test_embed_with_layers_gives_unit_vectors_of_the_stages_width(shapes_folder)
     assert abs(float((vectors ** 2).sum(1).max()) - 1.0) < 1e-5
     last = load_embedding_model(backbone="tf_efficientnet_lite0", weights="imagenet", image_size=32, device="cpu")
     assert "layers" not in last.identity and embed(paths, model=last, progress=False)[0].shape == (3, 1280)
+
+
+def test_study_probe_layers_axis(shapes_folder, tmp_path):
+    from vision_transfer.cli import main
+
+    code = main(["study", "classification", "train.image_size=32", "train.batch_size=8", "data.num_workers=0",
+                 f"data.root={shapes_folder}", f"run.out_dir={tmp_path}", "study.strategies=[]",
+                 "study.samples_per_class=[4]", "study.seeds=1", "study.probe_layers=[3, last, all]"])
+    assert code == 0
+    data = json.loads((tmp_path / "study.json").read_text())
+    assert [(r["axis"], r["probe_layers"]) for r in data["rows"]] == \
+        [("probe_layers", "3"), ("probe_layers", "last"), ("probe_layers", "all")]
+    probe = json.loads((tmp_path / "runs" / "layers3" / "spc4" / "seed0" / "probe.json").read_text())
+    assert probe["probe_layers"] == [3] and probe["selection"].startswith("cv")   # never C chosen on val here
+    assert (tmp_path / "study_probe_layers.png").is_file() and "probed" in (tmp_path / "study.md").read_text()

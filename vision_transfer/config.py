@@ -132,6 +132,7 @@ class StudyConfig(_Section):
     samples_per_class: list[int] = Field(default_factory=lambda: [5, 20])
     seeds: int = Field(2, ge=1)
     freeze_layers: list[int] | None = None
+    probe_layers: list[int | str | list[int]] | None = None   # linear probes per stage set: [0, 1, 2, all]
 
 
 class Config(_Section):
