@@ -130,6 +130,9 @@ class Classification(Task):
                          cache_dir=None, probe_solver: str = "auto", probe_layers: Any = "last",
                          probe_C: float | None = None, probe_select: str = "auto", **_: Any) -> TrainingPlan:
         use_cache = strategy == "linear_probe" if cache_features is None else cache_features
+        if strategy != "linear_probe" and probe_layers != "last":
+            raise VTError(f"transfer.probe_layers={probe_layers} applies to transfer.strategy=linear_probe, "
+                          f"not {strategy}")
         if strategy != "linear_probe" or not isinstance(model.head, PooledHead):
             return TrainingPlan(model=model, train=splits.train, val=splits.val)  # custom head: no cache
         solver = resolve_solver(probe_solver, model.head, cached=bool(use_cache))

@@ -115,6 +115,8 @@ def cell_config(cfg: Config, cell: Cell, out_dir: Path) -> Config:
         t["strategy"] = cell.strategy
     if cell.freeze_layers is not None:
         t["freeze_layers"] = cell.freeze_layers
+    if cell.strategy != "linear_probe":   # probe stages mean nothing to a fine-tune
+        t["probe_layers"] = "last"
     if cell.probe_layers is not None:
         p = cell.probe_layers
         t["probe_layers"] = p if p in ("last", "all", "auto") else [int(i) for i in p.split(",")]
