@@ -124,10 +124,14 @@ def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: An
     model, meta = _build_run_model(task, cfg, bb, splits.classes, head_arg)
     plan = task.prepare_training(model, splits, strategy=cfg.transfer.strategy,
                                  cache_features=cfg.transfer.cache_features, device=rt.device,
-                                 batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers)
-    result = fit(plan.model, task, train_data=plan.train, val_data=plan.val, classes=splits.classes,
-                 settings=FitSettings.from_config(cfg), runtime=rt, out_dir=out_dir, resume=resume,
-                 checkpoint_meta=meta, export_model=plan.export, callbacks=callbacks)
+                                 batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers,
+                                 **_probe_options(cfg.transfer))
+    meta["model_spec"]["options"].update(plan.model_options)
+    solved = plan.solve(out_dir=out_dir, checkpoint_meta=meta, is_main=rt.is_main,
+                        tensorboard=cfg.run.tensorboard) if plan.solve else None
+    result = solved or fit(plan.model, task, train_data=plan.train, val_data=plan.val, classes=splits.classes,
+                           settings=FitSettings.from_config(cfg), runtime=rt, out_dir=out_dir, resume=resume,
+                           checkpoint_meta=meta, export_model=plan.export, callbacks=callbacks)
     if rt.is_main:
         _write_summary(out_dir, cfg, task, result, bb, splits, plan=plan,
                        monitor=task.monitor if plan.val is not None else "train_loss")
@@ -174,6 +178,10 @@ def _warn_licence(bb: Backbone, main: bool) -> None:
     warning = licence_warning(bb.name, bb.weights)
     if warning and main:
         console.print(f"[yellow]{warning}[/yellow]")
+def _probe_options(t: Any) -> dict:
+    """The linear-probe keys of `transfer` as plain arguments of `Task.prepare_training`."""
+    return {"probe_solver": t.probe_solver, "probe_layers": t.probe_layers, "probe_C": t.probe_C,
+            "probe_select": t.probe_select}
 
 
 def _fmt(v: Any) -> str:

@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image_dir")
     p.add_argument("--checkpoint", help="use the backbone of a checkpoint written by vt train")
     p.add_argument("--out", required=True, metavar="INDEX_DIR")
+    p.add_argument("--layers", default=None, help="stages pooled and concatenated: last (default), all, or e.g. 2,3,4")
     _alias(p, "--backbone", "--weights", "--image-size", "--batch-size", "--device")
 
     p = _sub(sub, "similar", "nearest neighbours of query images in an index")

@@ -98,6 +98,13 @@ class TransferConfig(_Section):
     # early steps that distort pretrained features (Kumar et al. 2022, "Fine-Tuning can Distort
     # Pretrained Features"; their LP-FT sweeps pick fine-tune lrs ~10x below plain fine-tuning's).
     finetune_lr_mult: float = Field(0.1, gt=0.0, le=1.0)
+    # linear probe on cached features: lbfgs solves a linear head to the optimum (auto: lbfgs for a
+    # linear head, sgd = the shared fit for others); probe_layers: last | all | auto | [stage, ...];
+    # probe_C: the inverse L2 strength (None: chosen on val, or by k-fold CV on train: probe_select)
+    probe_solver: Literal["auto", "lbfgs", "sgd"] = "auto"
+    probe_layers: Literal["last", "all", "auto"] | list[int] = "last"
+    probe_C: float | None = Field(None, gt=0.0)
+    probe_select: Literal["auto", "val", "cv"] = "auto"
 
 
 class TrainConfig(_Section):
@@ -136,6 +143,7 @@ class StudyConfig(_Section):
     seeds: int = Field(2, ge=1)
     freeze_layers: list[int] | None = None
     backbones: list[str] | None = None   # NAME or NAME@WEIGHTS (as rank.backbones): the strategies once per backbone
+    probe_layers: list[int | str | list[int]] | None = None   # linear probes per stage set: [0, 1, 2, all]
 
 
 class RankConfig(_Section):

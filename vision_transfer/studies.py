@@ -13,7 +13,13 @@ scores it would flatter the small-data cells most.)
     OUT/study.md        the table; OUT/study.png the learning curves (log axis), with 95 % t-bands
     OUT/study_layers.png  with study.freeze_layers: the "which layers transfer" curve
 
+    OUT/study_probe_layers.png  with study.probe_layers: linear probes on each stage set
+
 Strategies: the four of `transfer.strategy`, and `scratch` = `finetune` with `model.weights=none`.
+The `study.probe_layers=[0, 1, 2, 3, 4, all]` axis probes the pooled maps of each stage (or set:
+`[2, 3]`, `all`, `auto`): which layers' features transfer, without fine-tuning anything.
+Linear probes in a study choose their L2 strength by cross-validation on the cell's train images
+(`transfer.probe_select=cv` unless set): like the fine-tunes, they never choose on the split that scores them.
 The `study.freeze_layers=[0, 1, ...]` axis fine-tunes pretrained weights with the first k stages
 frozen (Yosinski et al. 2014, "How transferable are features in deep neural networks?").
 Probes on the same images reuse the classification feature cache (keyed by the image list).
@@ -49,15 +55,18 @@ class Cell:
     seed: int
     freeze_layers: int | None = None
     backbone: str | None = None     # study.backbones: a rank candidate, NAME or NAME@WEIGHTS
+    probe_layers: str | None = None    # axis "probe_layers": last | all | auto | "2" | "2,3"
 
     @property
     def key(self) -> str:
         key = f"{self.axis}|{self.strategy}|{self.samples_per_class}|{self.seed}|{self.freeze_layers}"
-        return f"{key}|{self.backbone}" if self.backbone else key
+        key = f"{key}|{self.backbone}" if self.backbone else key
+        return key if self.probe_layers is None else f"{key}|{self.probe_layers}"
 
     @property
     def folder(self) -> str:
-        head = self.strategy if self.axis == "strategy" else f"freeze{self.freeze_layers}"
+        head = {"strategy": self.strategy, "freeze_layers": f"freeze{self.freeze_layers}"}.get(
+            self.axis, f"layers{str(self.probe_layers).replace(',', '_')}")
         if self.backbone:
             head = f"{self.backbone.replace('@', '-').replace('/', '_').replace(':', '_')}/{head}"
         return f"{head}/spc{self.samples_per_class}/seed{self.seed}"
@@ -89,6 +98,10 @@ def study_grid(cfg: Config) -> list[Cell]:
         if layers < 0:
             raise VTError(f"study.freeze_layers holds {layers}; give stage counts 0, 1, 2, ...")
         cells += [Cell("freeze_layers", "finetune", k, seed, layers) for k in s.samples_per_class for seed in seeds]
+    for spec in s.probe_layers or []:
+        label = ",".join(str(i) for i in spec) if isinstance(spec, list) else str(spec)
+        cells += [Cell("probe_layers", "linear_probe", k, seed, probe_layers=label)
+                  for k in s.samples_per_class for seed in seeds]
     if not cells:
         raise VTError("the study is empty: give study.strategies (e.g. [linear_probe, scratch]) or study.freeze_layers")
     return cells
@@ -111,11 +124,18 @@ def cell_config(cfg: Config, cell: Cell, out_dir: Path) -> Config:
     if cell.freeze_layers is not None:
         t["freeze_layers"] = cell.freeze_layers
     if cell.backbone:
-        from ..ranking.rank import parse_candidate
+        from .ranking.rank import parse_candidate
 
         name, weights = parse_candidate(cell.backbone)
         tree["model"]["backbone"] = name
         tree["model"]["weights"] = None if cell.strategy == "scratch" else weights
+    if cell.strategy != "linear_probe":   # probe stages mean nothing to a fine-tune
+        t["probe_layers"] = "last"
+    if cell.probe_layers is not None:
+        p = cell.probe_layers
+        t["probe_layers"] = p if p in ("last", "all", "auto") else [int(i) for i in p.split(",")]
+    if t.get("probe_select") == "auto":   # never choose C on the split that scores the cell
+        t["probe_select"] = "cv"
     return build_config(cfg.task, tree)
 
 
@@ -210,7 +230,8 @@ def study_from_config(cfg: Config) -> StudyResult:
     with Progress(*cols, console=console) as bar:
         tid = bar.add_task("", total=len(cells), completed=len(cells) - len(todo))
         for cell in todo:
-            label = cell.strategy if cell.axis == "strategy" else f"freeze {cell.freeze_layers}"
+            label = {"strategy": cell.strategy, "freeze_layers": f"freeze {cell.freeze_layers}"}.get(
+                cell.axis, f"probe layers {cell.probe_layers}")
             bar.update(tid, description=f"{label}, {cell.samples_per_class}/class, seed {cell.seed}")
             row = {"key": cell.key, "fingerprint": fingerprint, **run_cell(cfg, cell, out_dir, monitor=monitor)}
             _append_row(rows_path, row)

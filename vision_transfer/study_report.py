@@ -27,12 +27,16 @@ def summarise(rows: list[dict]) -> list[dict]:
     `{strategy, samples_per_class, mean, ci95_low, ci95_high, n, axis, freeze_layers}`."""
     groups: dict[tuple, list[float]] = {}
     for r in rows:
-        groups.setdefault((r["axis"], r["strategy"], r["freeze_layers"], r["samples_per_class"]), []).append(r["value"])
+        groups.setdefault((r["axis"], r["strategy"], r["freeze_layers"], r["samples_per_class"],
+                           r.get("probe_layers")), []).append(r["value"])
     out = []
-    for (axis, strategy, layers, k), values in groups.items():
+    order = list(dict.fromkeys(k[4] for k in groups if k[4] is not None))   # probe stage sets, as given
+    for (axis, strategy, layers, k, probe), values in groups.items():
         mean, low, high = t_interval(values)
         out.append({"strategy": strategy, "samples_per_class": k, "mean": mean, "ci95_low": low, "ci95_high": high,
                     "n": len(values), "axis": axis, "freeze_layers": layers})
+        if probe is not None:
+            out[-1].update(probe_layers=probe, probe_position=order.index(probe))
     return out
 
 
@@ -50,6 +54,13 @@ def write_study(out_dir: Path, rows: list[dict], *, task: str, monitor: str) -> 
         plot_curves(layers, [r for r in rows if r["axis"] == "freeze_layers"], out_dir / "study_layers.png",
                     x="freeze_layers", line="samples_per_class", monitor=monitor,
                     title=f"{task}: which layers transfer (fine-tune with the first k stages frozen)")
+    probes = [s for s in summary if s["axis"] == "probe_layers"]
+    if probes:
+        position = {s["probe_layers"]: s["probe_position"] for s in probes}
+        probe_rows = [{**r, "probe_position": position[r["probe_layers"]]} for r in rows if r["axis"] == "probe_layers"]
+        plot_curves(probes, probe_rows, out_dir / "study_probe_layers.png", x="probe_position",
+                    line="samples_per_class", monitor=monitor, xlabels={v: k for k, v in position.items()},
+                    title=f"{task}: which layers transfer (linear probe on each stage's pooled map)")
     return summary
 
 
@@ -90,16 +101,24 @@ def study_markdown(summary: list[dict], rows: list[dict], *, task: str, monitor:
         lines += _table(layers, row_key="freeze_layers", col_key="samples_per_class", row_name="frozen stages",
                         col_name="per class")
         lines += ["", "![which layers transfer](study_layers.png)", ""]
+    probes = [s for s in summary if s["axis"] == "probe_layers"]
+    if probes:
+        lines += ["## Which layers transfer, probed", "",
+                  "A linear probe on the pooled maps of each stage (set); C by cross-validation on the train images.", ""]
+        lines += _table(probes, row_key="probe_layers", col_key="samples_per_class", row_name="stages",
+                        col_name="per class")
+        lines += ["", "![probe per stage](study_probe_layers.png)", ""]
     seconds = {}
     for r in rows:
-        seconds.setdefault(r["strategy"] if r["axis"] == "strategy" else f"freeze {r['freeze_layers']}", []).append(
-            r["train_time_s"])
+        name = {"strategy": r["strategy"], "freeze_layers": f"freeze {r['freeze_layers']}"}.get(
+            r["axis"], f"probe {r.get('probe_layers')}")
+        seconds.setdefault(name, []).append(r["train_time_s"])
     lines += ["Mean wall time per run: " + ", ".join(f"{k} {sum(v) / len(v):.1f} s" for k, v in seconds.items()), ""]
     return "\n".join(lines)
 
 
 def plot_curves(summary: list[dict], rows: list[dict], path: Path, *, x: str, line: str, monitor: str,
-                title: str) -> None:
+                title: str, xlabels: dict | None = None) -> None:
     """One line per `line` value over `x`, mean with a shaded 95 % band and each seed as a dot;
     samples per class on a log axis."""
     import matplotlib
@@ -128,6 +147,9 @@ def plot_curves(summary: list[dict], rows: list[dict], path: Path, *, x: str, li
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.minorticks_off()
         ax.set_xlabel("labelled images per class (log scale)")
+    elif xlabels:
+        ax.set_xlabel("backbone stages probed (0 = the stem's)")
+        ax.set_xticks(sorted(xlabels), [str(xlabels[i]) for i in sorted(xlabels)])
     else:
         ax.set_xlabel("frozen backbone stages (from the stem)")
         ax.set_xticks(sorted({s[x] for s in summary}))

@@ -114,9 +114,10 @@ class Task:
 
     def prepare_training(self, model: nn.Module, splits: DataSplits, *, strategy: str, cache_features: bool | None,
                          device: torch.device, batch_size: int, num_workers: int | None,
-                         cache_dir: Any = None) -> TrainingPlan:
+                         cache_dir: Any = None, **options: Any) -> TrainingPlan:
         """Hook before `fit`: e.g. a classification linear probe swaps the data for cached features
-        and trains only the head. The default trains `model` on the datasets as they are."""
+        and trains only the head. The default trains `model` on the datasets as they are.
+        `options`: task-specific settings (classification: probe_solver, probe_layers, ...)."""
         return TrainingPlan(model=model, train=splits.train, val=splits.val)
 
     def write_artifacts(self, out_dir: Any, *, metrics: dict[str, Any], classes: list[str]) -> None:
@@ -137,12 +138,20 @@ class Task:
 
 @dataclass
 class TrainingPlan:
-    """What `fit` trains (`model`, on `train` / `val`) and what checkpoints store (`export`)."""
+    """What `fit` trains (`model`, on `train` / `val`) and what checkpoints store (`export`).
+
+    `solve`: a plan that trains itself instead of `fit` (a convex probe solved on cached features):
+    called as `solve(out_dir=, checkpoint_meta=, is_main=, tensorboard=)`, it writes what `fit` writes
+    (metrics.jsonl, checkpoints/last.pt and best.pt) and returns a `FitResult`.
+    `model_options`: build options the plan decided (e.g. the stages a probe pools), recorded in
+    the checkpoint's `model_spec.options` so that the model is rebuilt as it was trained."""
 
     model: nn.Module
     train: Dataset
     val: Dataset | None
     export: nn.Module | None = None
+    solve: Callable[..., Any] | None = None
+    model_options: dict = field(default_factory=dict)
 
 
 def _move(obj: Any, device: torch.device, channels_last: bool) -> Any:

@@ -21,10 +21,11 @@ from vision_transfer.data.transforms import classification_transforms
 from vision_transfer.errors import VTError
 from vision_transfer.task import DataSplits, Task, TrainingPlan
 
-from .features import FeatureDataset, cache_key, cached_features
+from .features import FeatureDataset, cache_key, cached_features, stage_columns
 from .heads import HEADS, PooledHead
 from .metrics import classification_metrics
 from .model import Classifier, build_classifier
+from .probe import SolvedProbe, choose, layer_sets, resolve_solver
 
 register_head = HEADS.register
 
@@ -128,26 +129,54 @@ class Classification(Task):
         return classification_metrics(torch.cat(logits), torch.cat(labels), classes)
 
     def prepare_training(self, model, splits, *, strategy, cache_features, device, batch_size, num_workers,
-                         cache_dir=None) -> TrainingPlan:
-        if not cache_features or strategy != "linear_probe":
-            return TrainingPlan(model=model, train=splits.train, val=splits.val)
-        if not isinstance(model.head, PooledHead):
+                         cache_dir=None, probe_solver: str = "auto", probe_layers: Any = "last",
+                         probe_C: float | None = None, probe_select: str = "auto", **_: Any) -> TrainingPlan:
+        use_cache = bool(cache_features)   # resolved per strategy (Task.default_cache_features)
+        if strategy != "linear_probe" and probe_layers != "last":
+            raise VTError(f"transfer.probe_layers={probe_layers} applies to transfer.strategy=linear_probe, "
+                          f"not {strategy}")
+        if strategy != "linear_probe" or not isinstance(model.head, PooledHead):
             return TrainingPlan(model=model, train=splits.train, val=splits.val)  # custom head: no cache
-        train_feats = self._features(model, ImageDataset(splits.train.paths, splits.train.targets,
-                                                       transform=splits.train.eval_transform), device, batch_size, num_workers, "train")
-        val_data = None
-        if splits.val is not None:
-            val_data = FeatureDataset(*self._features(model, splits.val, device, batch_size, num_workers, "val"))
+        solver = resolve_solver(probe_solver, model.head, cached=bool(use_cache))
+        candidates = layer_sets(probe_layers, len(model.backbone.stages))
+        if not use_cache:
+            if candidates != [[len(model.backbone.stages) - 1]]:
+                raise VTError("transfer.probe_layers needs cached features: drop transfer.cache_features=false")
+            return TrainingPlan(model=model, train=splits.train, val=splits.val)
+        train = self._features(model, ImageDataset(splits.train.paths, splits.train.targets,
+                                                   transform=splits.train.eval_transform),
+                               device, batch_size, num_workers, "train")
+        val = self._features(model, splits.val, device, batch_size, num_workers, "val") \
+            if splits.val is not None else None
+        channels = [f.channels for f in model.backbone.stage_info]
+        common = dict(candidates=candidates, C=probe_C, select=probe_select, label_smoothing=model.label_smoothing)
+        if solver == "lbfgs":
+            solve = SolvedProbe(model, channels=channels, train=train, val=val, classes=splits.classes, **common)
+            return TrainingPlan(model=model, train=FeatureDataset(*train),
+                                val=FeatureDataset(*val) if val is not None else None, export=model, solve=solve)
+        stages = candidates[0]
+        if len(candidates) > 1:   # sgd with auto: the stages chosen by the (fast, convex) linear probe
+            stages = choose(channels=channels, train=train, val=val, num_classes=len(splits.classes), **common)[0]
+        options = {}
+        if stages != [len(channels) - 1]:
+            model.use_stages(stages)
+            options["probe_layers"] = stages
+        cols = stage_columns(channels, stages)
+        val_data = FeatureDataset(val[0][:, cols], val[1]) if val is not None else None
         head_only = HeadOnly(model.head.classifier, model.label_smoothing)
-        return TrainingPlan(model=head_only, train=FeatureDataset(*train_feats), val=val_data, export=model)
+        return TrainingPlan(model=head_only, train=FeatureDataset(train[0][:, cols], train[1]), val=val_data,
+                            export=model, model_options=options)
 
     def _features(self, model: Classifier, dataset: ImageDataset, device, batch_size, num_workers, desc):
+        """Pooled features of every stage, concatenated (see features.stage_columns)."""
         bb = model.backbone
+        stages = list(range(len(bb.stage_info)))
         key = cache_key(backbone=bb.name, weights=bb.weights, preprocessing=bb.preprocessing.to_dict(),
                         image_size=int(dataset[0]["image"].shape[-1]), paths=dataset.paths,
-                        channels=[f.channels for f in bb.stage_info])
-        return cached_features(bb, model.head.pooled, dataset, key=key, device=device,
-                               batch_size=max(batch_size, 64), num_workers=num_workers or 0, desc=desc)
+                        channels=[f.channels for f in bb.stage_info], stages=stages)
+        return cached_features(bb, model.head.pool_map, dataset, key=key, device=device,
+                               batch_size=max(batch_size, 64), num_workers=num_workers or 0, desc=desc,
+                               all_stages=True)
 
     def write_artifacts(self, out_dir, *, metrics, classes) -> None:
         cm = metrics.get("confusion_matrix")

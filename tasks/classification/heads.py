@@ -28,11 +28,36 @@ class PooledHead(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = classifier
 
-    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+    def pool_map(self, x: torch.Tensor) -> torch.Tensor:
+        """One map `(N, C, H, W)` -> `(N, C)`: what cached features hold, per stage."""
         return self.pool(x).flatten(1)
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool_map(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pooled(x))
+
+
+class StagePooledHead(PooledHead):
+    """Pools the maps of several backbone stages, concatenates them and applies `classifier`:
+    a probe on the layers that transfer best (`transfer.probe_layers`). Takes the whole list of
+    maps the backbone returns; `positions` index that list, `stages` are the stage numbers."""
+
+    takes_all_maps = True
+
+    def __init__(self, classifier: nn.Module, *, positions: list[int], stages: list[int]) -> None:
+        super().__init__(classifier)
+        self.positions, self.stages = tuple(positions), tuple(stages)
+
+    def pooled(self, maps: list[torch.Tensor]) -> torch.Tensor:   # type: ignore[override]
+        return torch.cat([self.pool_map(maps[i]) for i in self.positions], 1)
+
+    def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:   # type: ignore[override]
+        return self.classifier(self.pooled(maps))
+
+    def extra_repr(self) -> str:
+        return f"stages={list(self.stages)}"
 
 
 @HEADS.register("linear")

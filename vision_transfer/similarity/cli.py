@@ -53,10 +53,12 @@ def _embedding_model(args: argparse.Namespace, index: SimilarityIndex | None):
     """The index's own model when no model flag is given, else the flags' model (checked against the index)."""
     if args.checkpoint and (args.backbone or args.weights):
         raise VTError("give either --checkpoint CKPT or --backbone NAME --weights W, not both")
-    if index is not None and not (args.backbone or args.weights or args.checkpoint or args.image_size):
+    layers = getattr(args, "layers", None)
+    if index is not None and not (args.backbone or args.weights or args.checkpoint or args.image_size or layers):
         return model_from_identity(index.identity, device=args.device)
     model = load_embedding_model(backbone=args.backbone, weights=args.weights or DEFAULT_WEIGHTS,
-                                 checkpoint=args.checkpoint, image_size=args.image_size, device=args.device)
+                                 checkpoint=args.checkpoint, image_size=args.image_size, device=args.device,
+                                 layers=layers)
     if index is not None:
         index.check_identity(model.identity, what=f"images for {args.out}")
     return model
@@ -70,7 +72,7 @@ def embed_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     index = SimilarityIndex.load(out) if (out / "index.json").is_file() else None
     model = _embedding_model(args, index)
-    index = index or SimilarityIndex(model.identity, dim=model.backbone.num_features)
+    index = index or SimilarityIndex(model.identity, dim=model.dim)
     gone = [p for p in index.paths if Path(p).is_relative_to(root.resolve()) and not Path(p).exists()]
     index.remove(gone)
     todo = index.stale(paths)

@@ -1,13 +1,14 @@
 """The identity of an embedding model, stored with every index: vectors of two models never meet.
 
 `{"backbone", "weights", "weights_sha256", "preprocessing": {mean, std, input_size, crop_pct,
-interpolation}, "image_size"}` (+ `"checkpoint"`: where a checkpoint's model came from, not compared).
+interpolation}, "image_size"}` (+ `"layers"`: the stages pooled, absent for the deepest map alone;
++ `"checkpoint"`: where a checkpoint's model came from, not compared).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-IDENTITY_KEYS = ("backbone", "weights", "weights_sha256", "preprocessing", "image_size")
+IDENTITY_KEYS = ("backbone", "weights", "weights_sha256", "preprocessing", "image_size", "layers")
 
 
 def make_identity(*, backbone: str, weights: str | None, preprocessing, image_size: int,
