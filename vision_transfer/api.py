@@ -134,11 +134,16 @@ def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: An
             "model_spec": {"backbone": bb.name, "weights": bb.weights, "out_indices": list(bb.out_indices),
                            "head": task.head_spec(head_arg), "num_classes": len(splits.classes), "options": options}}
     strategy = cfg.transfer.strategy
+    from .adapt import prepare_adaptation   # adapt.*: None unless set
+
+    adaptation = prepare_adaptation(cfg, task=task, splits=splits, image_size=image_size,
+                                    preprocessing=bb.preprocessing, runtime=rt)
     plan = task.prepare_training(model, splits, strategy=strategy, cache_features=cfg.transfer.cache_features,
                                  device=rt.device, batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers)
+    fit_task, plan = adaptation.wrap(plan) if adaptation else (task, plan)
     opt = resolved_optimisation(cfg, task)
     t = cfg.transfer
-    result = fit(plan.model, task, train_data=plan.train, val_data=plan.val, classes=splits.classes,
+    result = fit(plan.model, fit_task, train_data=plan.train, val_data=plan.val, classes=splits.classes,
                  epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, lr=opt["lr"],
                  weight_decay=cfg.train.weight_decay, optimizer=cfg.train.optimizer,
                  warmup_epochs=cfg.train.warmup_epochs, schedule=opt["schedule"],
@@ -160,6 +165,8 @@ def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: An
                    "strategy": strategy, **opt, "num_train": len(splits.train),
                    "num_val": len(splits.val) if splits.val is not None else 0, "classes": splits.classes,
                    "data_info": splits.info}
+        if adaptation:
+            summary = adaptation.finish(summary, out_dir=out_dir, model=plan.export or plan.model)
         write_json(out_dir / "summary.json", summary)
         task.write_artifacts(out_dir, metrics=result.best_metrics, classes=splits.classes)
         console.print(f"[bold]done[/bold]: best {summary['monitor']} "

@@ -85,7 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a smaller budget (about two minutes)")
     p.add_argument("--out", default="vt-demo", help="output folder (default ./vt-demo)")
     p.add_argument("--device", default="auto")
+    _add_adapt_parser(sub)
     return parser
+
+
+def _add_adapt_parser(sub) -> None:
+    p = sub.add_parser("adapt", help="AdaBN on a checkpoint: re-estimate BatchNorm statistics on target images")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by vt train (best.pt / last.pt)")
+    p.add_argument("--target", required=True, metavar="DIR", help="unlabelled target-domain images (recursive)")
+    p.add_argument("--out", required=True, metavar="FILE.pt", help="the adapted checkpoint to write")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -137,6 +147,10 @@ def _run(args: argparse.Namespace) -> int:
 
         run_demo(quick=args.quick, out=args.out, device=args.device)
         return 0
+    if cmd == "adapt":
+        from .adapt.adabn import adapt_command
+
+        return adapt_command(args)
     raise AssertionError(cmd)
 
 

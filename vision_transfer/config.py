@@ -125,6 +125,26 @@ class StudyConfig(_Section):
     samples_per_class: list[int] = Field(default_factory=lambda: [5, 20])
     seeds: int = Field(2, ge=1)
     freeze_layers: list[int] | None = None
+    adapt: list[str] | None = None    # domain-adaptation axis: [none, adabn, dann, ...] (needs adapt.target.*)
+
+
+ADAPT_METHODS = ("none", "dann", "cdan", "mmd", "adabn")
+
+
+class AdaptTargetConfig(_Section):
+    images: str | None = None          # unlabelled target-domain images, searched recursively
+    val: str | SplitConfig | None = None   # labelled target split in the task's layout (a folder of class
+    #                                        folders for classification; .images + .annotations / .masks)
+    _paths = field_validator("images")(_expand)
+
+
+class AdaptConfig(_Section):
+    method: Literal["none", "dann", "cdan", "mmd", "adabn"] = "none"
+    target: AdaptTargetConfig = Field(default_factory=AdaptTargetConfig)
+    weight: float = Field(1.0, ge=0.0)     # trade-off of the domain loss against the task loss
+    select: Literal["source_val", "snd"] = "source_val"   # what picks best.pt; snd: label-free (classification)
+    diagnostics: bool = True               # proxy A-distance before/after and the PCA plot
+    diagnostic_images: int = Field(400, ge=10)   # per domain, for those diagnostics
 
 
 class Config(_Section):
@@ -135,6 +155,7 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     study: StudyConfig = Field(default_factory=StudyConfig)
+    adapt: AdaptConfig = Field(default_factory=AdaptConfig)
 
 
 def valid_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
