@@ -219,3 +219,38 @@ def test_two_process_gloo_run_with_dann(shapes_folder, tmp_path):
     model, _ = __import__("vision_transfer.engine.checkpoint", fromlist=["load_model"]).load_model(
         tmp_path / "two/checkpoints/last.pt")
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 3)
+
+
+def test_study_adapt_axis_scores_each_method_on_the_target(shapes_folder, tmp_path):
+    from vision_transfer.config import load_config
+    from vision_transfer.engine.study import study_from_config
+
+    target = shifted_copy(shapes_folder, tmp_path / "target")
+    over = [f"{k}={v}" for k, v in FAST.items()] + [
+        "data.format=folder", f"data.root={shapes_folder}", "train.epochs=1", "study.strategies=[]",
+        "study.samples_per_class=[4]", "study.seeds=1", "study.adapt=[none, adabn]", "adapt.diagnostics=false",
+        f"adapt.target.images={target}/train", f"adapt.target.val={target}/val", f"run.out_dir={tmp_path / 'study'}"]
+    result = study_from_config(load_config("classification", overrides=over))
+    assert [r["strategy"] for r in result.rows] == ["adapt=none", "adapt=adabn"]
+    assert all(r["metric"] == "target_accuracy" and 0 <= r["value"] <= 1 for r in result.rows)
+    assert "adapt=adabn" in (tmp_path / "study/study.md").read_text()
+
+
+@pytest.mark.parametrize("method", ["dann", "cdan", "mmd"])
+def test_one_adaptation_step_reaches_backbone_and_discriminator(method):
+    from vision_transfer.adapt.trainer import AdaptModule
+    from vision_transfer.engine.transfer import param_groups
+    from vision_transfer.task import get_task
+
+    task = get_task("classification")
+    model = vt.build_model("classification", backbone="mobilenet_v3_small", weights=None, num_classes=3)
+    module = AdaptModule(model, task, method=method, num_classes=3, total_steps=10).train()
+    batch = {"image": torch.randn(4, 3, 32, 32), "label": torch.tensor([0, 1, 2, 0])}
+    losses = module(batch, torch.randn(4, 3, 32, 32) + 1.0)
+    losses["loss"].backward()
+    assert int(module.step) == 1 and torch.isfinite(losses["loss"])
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.backbone.parameters())
+    if method != "mmd":
+        assert all(p.grad is not None for p in module.discriminator.parameters())
+        lrs = {g["name"]: g["lr"] for g in param_groups(module, lr=1e-3, weight_decay=0.0)}
+        assert lrs["head_x10"] == pytest.approx(1e-2)
