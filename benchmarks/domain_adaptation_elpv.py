@@ -60,9 +60,10 @@ def train_run(data: Path, src: str, tgt: str, method: str, seed: int, out: Path,
     over = {"data.format": "folder", "data.root": str(data / src), "data.crop_scale": 0.8, "data.vflip": True,
             "data.rotate90": True, "data.num_workers": 0, "train.epochs": args.epochs, "train.batch_size": args.batch,
             "train.image_size": args.size, "train.seed": seed, "train.device": "cpu", "run.tensorboard": False,
-            "run.out_dir": str(out), "adapt.method": "none" if method == "adabn" else method,
+            "run.out_dir": str(out), "adapt.method": "none" if method == "adabn" else method.split("@")[0],
+            "adapt.weight": float(method.split("@")[1]) if "@" in method else 1.0,
             "adapt.target.images": str(data / tgt / "unlabelled"), "adapt.target.val": str(data / tgt / "test"),
-            "adapt.diagnostic_images": 300}
+            "adapt.diagnostic_images": args.diag, "data.max_per_class": args.per_class}
     if not (out / "summary.json").is_file():
         vt.train("classification", overrides=over)
     summary = json.loads((out / "summary.json").read_text())
@@ -110,12 +111,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="/tmp/vt-da-elpv")
     ap.add_argument("--pairs", nargs="+", default=["mono:poly", "poly:mono"])
-    ap.add_argument("--methods", nargs="+", default=["none", "adabn", "dann"])
+    ap.add_argument("--methods", nargs="+", default=["none", "adabn", "dann"],
+                    help="none | adabn | dann | cdan | mmd, optionally @WEIGHT (adapt.weight), e.g. dann@0.3")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--size", type=int, default=48)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--per-class", type=int, default=100, help="labelled source cells per class (balanced)")
+    ap.add_argument("--diag", type=int, default=150, help="cells per domain for SND and the A-distance")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)   # on a shared 2-core machine 2 threads ran 10x slower than 1
     out = Path(args.out)

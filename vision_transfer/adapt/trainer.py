@@ -76,8 +76,10 @@ class AdaptModule(nn.Module):
         else:
             if self.condition is not None:
                 fs, ft = self.condition(fs, ps), self.condition(ft, out_t.float().softmax(1).detach())
-            ls = self.discriminator(reverse_gradient(fs, lam))
-            lt = self.discriminator(reverse_gradient(ft, lam))
+            # one discriminator batch of both domains: its BatchNorm must not normalise each domain
+            # on its own (that erases the very mean shift it is there to detect)
+            logits = self.discriminator(reverse_gradient(torch.cat([fs, ft]), lam))
+            ls, lt = logits[: len(fs)], logits[len(fs):]
             d, correct = domain_loss(ls, lt)
             losses["domain_loss"] = d.detach()
             losses["loss"] = losses["loss"] + self.weight * d
