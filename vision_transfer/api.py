@@ -122,18 +122,23 @@ def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: An
         splits.train = subsample_train(splits.train, per_class=cfg.data.max_per_class, seed=cfg.train.seed)
     head_arg = head if head is not None else cfg.model.head
     model, meta = _build_run_model(task, cfg, bb, splits.classes, head_arg)
+    from .adapt import prepare_adaptation   # adapt.*: None unless set
+
+    adaptation = prepare_adaptation(cfg, task=task, splits=splits, image_size=cfg.train.image_size,
+                                    preprocessing=bb.preprocessing, runtime=rt)
     plan = task.prepare_training(model, splits, strategy=cfg.transfer.strategy,
                                  cache_features=cfg.transfer.cache_features, device=rt.device,
                                  batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers,
                                  **_probe_options(cfg.transfer))
     meta["model_spec"]["options"].update(plan.model_options)
+    fit_task, plan = adaptation.wrap(plan) if adaptation else (task, plan)
     solved = plan.solve(out_dir=out_dir, checkpoint_meta=meta, is_main=rt.is_main,
                         tensorboard=cfg.run.tensorboard) if plan.solve else None
-    result = solved or fit(plan.model, task, train_data=plan.train, val_data=plan.val, classes=splits.classes,
+    result = solved or fit(plan.model, fit_task, train_data=plan.train, val_data=plan.val, classes=splits.classes,
                            settings=FitSettings.from_config(cfg), runtime=rt, out_dir=out_dir, resume=resume,
                            checkpoint_meta=meta, export_model=plan.export, callbacks=callbacks)
     if rt.is_main:
-        _write_summary(out_dir, cfg, task, result, bb, splits, plan=plan,
+        _write_summary(out_dir, cfg, task, result, bb, splits, plan=plan, adaptation=adaptation,
                        monitor=task.monitor if plan.val is not None else "train_loss")
     return RunResult(out_dir=out_dir, metrics=result.best_metrics, best_epoch=result.best_epoch,
                      train_time_s=result.train_time_s, model=plan.export or plan.model)
@@ -159,7 +164,7 @@ def _build_run_model(task: Any, cfg: Config, bb: Backbone, classes: list[str], h
 
 
 def _write_summary(out_dir: Path, cfg: Config, task: Any, result: Any, bb: Backbone, splits: Any, *,
-                   plan: Any, monitor: str) -> None:
+                   plan: Any, monitor: str, adaptation: Any = None) -> None:
     summary = {"task": cfg.task, "best_epoch": result.best_epoch, "metrics": result.best_metrics,
                "monitor": monitor, "train_time_s": round(result.train_time_s, 3), "epochs_run": len(result.history),
                "stopped_early": result.stopped_early, "backbone": bb.name, "weights": bb.weights,
@@ -167,6 +172,8 @@ def _write_summary(out_dir: Path, cfg: Config, task: Any, result: Any, bb: Backb
                "backbone_lr_mult": cfg.transfer.backbone_lr_mult, "num_train": len(splits.train),
                "num_val": len(splits.val) if splits.val is not None else 0, "classes": splits.classes,
                "data_info": splits.info, **footprint(plan.model, plan.export or plan.model, out_dir)}
+    if adaptation:   # target_metrics, domain accuracy, A-distance, the feature plot
+        summary = adaptation.finish(summary, out_dir=out_dir, model=plan.export or plan.model)
     write_json(out_dir / "summary.json", summary)
     task.write_artifacts(out_dir, metrics=result.best_metrics, classes=splits.classes)
     report.finish(out_dir, total=summary["num_train"] + summary["num_val"] + len(report.skipped()), info=splits.info)

@@ -34,6 +34,7 @@ COMMAND_KEYS: dict[str, tuple[str, ...] | None] = {
     "cluster": ("train.seed",),
     "demo": ("train.device",),
     "heads": (),
+    "adapt": ("train.batch_size", "train.device"),
     "rank": ("data.", "model.", "train.", "rank."),
     "doctor": ("data.", "model.", "train.image_size", "train.seed", "run.out_dir"),
     "backbones": (),
@@ -153,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: run.out_dir, else ./doctor-TASK)")
     _add_config(p)
 
+    p = _sub(sub, "adapt", "AdaBN on a checkpoint: re-estimate BatchNorm statistics on target images")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by vt train (best.pt / last.pt)")
+    p.add_argument("--target", required=True, metavar="DIR", help="unlabelled target-domain images (recursive)")
+    p.add_argument("--out", required=True, metavar="FILE.pt", help="the adapted checkpoint to write")
+    _alias(p, "--batch-size", "--device")
+
     p = _sub(sub, "rank", "score candidate backbones on your labelled data without training (LogME)")
     _add_task(p)
     _add_config(p)
@@ -257,6 +264,11 @@ def _run(args: argparse.Namespace, overrides: list[str]) -> int:
         if cmd == "cluster":
             args.seed = args.seed or 0
         return getattr(sim_cli, f"{cmd}_command")(args)
+    if cmd == "adapt":
+        from .adapt.adabn import adapt_command
+
+        args.batch_size, args.device = args.batch_size or 32, args.device or "auto"
+        return adapt_command(args)
     if cmd == "rank":
         from .ranking.rank import rank_command
 
@@ -272,10 +284,6 @@ def _run(args: argparse.Namespace, overrides: list[str]) -> int:
 
         run_demo(quick=args.quick, out=args.out, device=args.device or "auto")
         return 0
-    if cmd == "rank":
-        from .ranking.rank import rank_command
-
-        return rank_command(args)
     raise AssertionError(cmd)
 
 

@@ -144,12 +144,32 @@ class StudyConfig(_Section):
     freeze_layers: list[int] | None = None
     backbones: list[str] | None = None   # NAME or NAME@WEIGHTS (as rank.backbones): the strategies once per backbone
     probe_layers: list[int | str | list[int]] | None = None   # linear probes per stage set: [0, 1, 2, all]
+    adapt: list[str] | None = None    # domain-adaptation axis: [none, adabn, dann, ...] (needs adapt.target.*)
 
 
 class RankConfig(_Section):
     """`vt rank`: candidates `NAME` or `NAME@WEIGHTS` (`@none`: random init); None = those with offline weights."""
     backbones: list[str] | None = None
     max_per_class: int | None = Field(200, ge=2)   # LogME is stable with a few hundred images; keeps it fast
+
+
+ADAPT_METHODS = ("none", "dann", "cdan", "mmd", "adabn")
+
+
+class AdaptTargetConfig(_Section):
+    images: str | None = None          # unlabelled target-domain images, searched recursively
+    val: str | SplitConfig | None = None   # labelled target split in the task's layout (a folder of class
+    #                                        folders for classification; .images + .annotations / .masks)
+    _paths = field_validator("images")(_expand)
+
+
+class AdaptConfig(_Section):
+    method: Literal[ADAPT_METHODS] = "none"
+    target: AdaptTargetConfig = Field(default_factory=AdaptTargetConfig)
+    weight: float = Field(1.0, ge=0.0)     # trade-off of the domain loss against the task loss
+    select: Literal["source_val", "snd"] = "source_val"   # what picks best.pt; snd: label-free (classification)
+    diagnostics: bool = True               # proxy A-distance before/after and the PCA plot
+    diagnostic_images: int = Field(400, ge=10)   # per domain, for those diagnostics
 
 
 class Config(_Section):
@@ -160,6 +180,7 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     study: StudyConfig = Field(default_factory=StudyConfig)
+    adapt: AdaptConfig = Field(default_factory=AdaptConfig)
     rank: RankConfig = Field(default_factory=RankConfig)
 
     @field_validator("task")

@@ -56,17 +56,20 @@ class Cell:
     freeze_layers: int | None = None
     backbone: str | None = None     # study.backbones: a rank candidate, NAME or NAME@WEIGHTS
     probe_layers: str | None = None    # axis "probe_layers": last | all | auto | "2" | "2,3"
+    adapt: str | None = None     # the study.adapt axis: adapt.method of this cell
 
     @property
     def key(self) -> str:
         key = f"{self.axis}|{self.strategy}|{self.samples_per_class}|{self.seed}|{self.freeze_layers}"
         key = f"{key}|{self.backbone}" if self.backbone else key
-        return key if self.probe_layers is None else f"{key}|{self.probe_layers}"
+        key = key if self.probe_layers is None else f"{key}|{self.probe_layers}"
+        return key + (f"|{self.adapt}" if self.adapt is not None else "")
 
     @property
     def folder(self) -> str:
         head = {"strategy": self.strategy, "freeze_layers": f"freeze{self.freeze_layers}"}.get(
             self.axis, f"layers{str(self.probe_layers).replace(',', '_')}")
+        head = f"adapt-{self.adapt}" if self.adapt is not None else head
         if self.backbone:
             head = f"{self.backbone.replace('@', '-').replace('/', '_').replace(':', '_')}/{head}"
         return f"{head}/spc{self.samples_per_class}/seed{self.seed}"
@@ -102,9 +105,26 @@ def study_grid(cfg: Config) -> list[Cell]:
         label = ",".join(str(i) for i in spec) if isinstance(spec, list) else str(spec)
         cells += [Cell("probe_layers", "linear_probe", k, seed, probe_layers=label)
                   for k in s.samples_per_class for seed in seeds]
+    cells += _adapt_cells(cfg, seeds)
     if not cells:
         raise VTError("the study is empty: give study.strategies (e.g. [linear_probe, scratch]) or study.freeze_layers")
     return cells
+
+
+def _adapt_cells(cfg: Config, seeds: list[int]) -> list[Cell]:
+    """The study.adapt axis: one fine-tune per method (source-only is `none`), scored on
+    adapt.target.val; rows are labelled `adapt=<method>` beside the strategies."""
+    from .config import ADAPT_METHODS
+
+    methods = cfg.study.adapt or []
+    for m in methods:
+        if m not in ADAPT_METHODS:
+            raise VTError(f"study.adapt: unknown method {m!r}{did_you_mean(m, ADAPT_METHODS)}")
+    if methods and cfg.adapt.target.val is None:
+        raise VTError("study.adapt compares methods on labelled target data: give adapt.target.val "
+                      "(and adapt.target.images for every method but none)")
+    return [Cell("strategy", f"adapt={m}", k, seed, adapt=m) for m in methods
+            for k in cfg.study.samples_per_class for seed in seeds]
 
 
 def cell_config(cfg: Config, cell: Cell, out_dir: Path) -> Config:
@@ -117,7 +137,10 @@ def cell_config(cfg: Config, cell: Cell, out_dir: Path) -> Config:
     tree["train"]["resume"] = "auto"            # a cell cut short continues from its last epoch
     tree["run"] = {**tree["run"], "out_dir": str(out_dir / "runs" / cell.folder), "tensorboard": False}
     t = tree["transfer"]
-    if cell.strategy == "scratch":   # random weights: nothing worth freezing
+    if cell.adapt is not None:   # adaptation trains the backbone: a probe would freeze what it aligns
+        t["strategy"] = "finetune" if t["strategy"] == "linear_probe" else t["strategy"]
+        tree["adapt"]["method"] = cell.adapt
+    elif cell.strategy == "scratch":   # random weights: nothing worth freezing
         t["strategy"], t["freeze_layers"], tree["model"]["weights"] = "finetune", 0, None
     else:
         t["strategy"] = cell.strategy
@@ -185,6 +208,10 @@ def run_cell(cfg: Config, cell: Cell, out_dir: Path, *, monitor: str) -> dict:
         raise VTError(f"study: the run in {result.out_dir} has no {monitor!r}: the study needs validation data "
                       "(data.val.* or data.root with val/, or data.val_split > 0)")
     _check_subsampled(cfg.task, summary, cell)
+    if cell.adapt is not None:    # adaptation cells score on the labelled target split
+        monitor = f"target_{monitor}"
+        if cell.adapt == "adabn":   # applied to best.pt after training: its target numbers are in the summary
+            history[-1][monitor] = summary["target_metrics"][monitor[len("target_"):]]
     label = {"strategy": f"{cell.strategy} {cell.backbone}"} if cell.backbone else {}   # one line per pair
     return {**asdict(cell), **label, "metric": monitor, "value": float(history[-1][monitor]),
             "best_value": float(result.metrics.get(monitor, history[-1][monitor])),

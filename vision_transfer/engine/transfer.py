@@ -155,6 +155,8 @@ def param_groups(model: nn.Module, *, lr: float, weight_decay: float, backbone_l
             key = f"stage{i}"
         else:
             scale, key = 1.0, "head"
+        if getattr(p, "vt_lr_mult", None):   # a module's own multiple (adapt: the discriminator at 10x)
+            scale, key = scale * p.vt_lr_mult, f"{key}_x{p.vt_lr_mult:g}"
         no_decay = p.ndim <= 1
         g = groups.setdefault((key, no_decay), {"params": [], "lr": lr * scale, "name": key,
                                                  "weight_decay": 0.0 if no_decay else weight_decay})
