@@ -224,7 +224,7 @@ def test_two_process_gloo_run_with_dann(shapes_folder, tmp_path):
 
 def test_study_adapt_axis_scores_each_method_on_the_target(shapes_folder, tmp_path):
     from vision_transfer.config import load_config
-    from vision_transfer.engine.study import study_from_config
+    from vision_transfer.studies import study_from_config
 
     target = shifted_copy(shapes_folder, tmp_path / "target")
     over = [f"{k}={v}" for k, v in FAST.items()] + [

@@ -15,6 +15,7 @@ from vision_transfer.backbones import BACKBONES, create_backbone, register_backb
 from vision_transfer.backbones.foundation import FOUNDATION, build_foundation, licence_warning
 from vision_transfer.data.synthetic import make_scene
 from vision_transfer.engine.checkpoint import load_model
+from vision_transfer.config import TransferConfig
 from vision_transfer.engine.transfer import apply_plan, param_groups, plan_transfer
 from vision_transfer.errors import VTError
 from vision_transfer.task import find_backbone
@@ -110,7 +111,7 @@ def test_vit_levels_strides_and_stages():
 def test_freeze_layers_and_layer_decay_mean_blocks():
     model = vt.build_model("classification", backbone="tiny_dinov2", num_classes=3)
     bb = find_backbone(model)
-    apply_plan(model, plan_transfer(strategy="finetune", num_stages=len(bb.stages), freeze_layers=2))
+    apply_plan(model, plan_transfer(TransferConfig(strategy="finetune", freeze_layers=2), num_stages=len(bb.stages)))
     assert not any(p.requires_grad for s in bb.stages[:2] for p in s.parameters())
     assert all(p.requires_grad for p in bb.stages[2].parameters())
     groups = param_groups(model, lr=1.0, weight_decay=0.0, layer_lr_decay=0.5)

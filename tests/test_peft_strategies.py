@@ -9,6 +9,7 @@ import torch
 
 import vision_transfer.api as vt
 from vision_transfer.engine.checkpoint import load_model
+from vision_transfer.config import TransferConfig
 from vision_transfer.engine.transfer import apply_plan, plan_transfer
 from vision_transfer.task import find_backbone
 from tests.conftest import write_shapes_folder
@@ -19,7 +20,7 @@ def _planned(backbone: str, strategy: str):
     torch.manual_seed(0)
     model = vt.build_model("classification", backbone=backbone, weights=None, num_classes=3)
     bb = find_backbone(model)
-    apply_plan(model, plan_transfer(strategy=strategy, num_stages=len(bb.stages)))
+    apply_plan(model, plan_transfer(TransferConfig(strategy=strategy), num_stages=len(bb.stages)))
     return model, bb
 
 

@@ -57,7 +57,7 @@ def test_vt_rank_writes_a_ranked_table(tmp_path, capsys):
 
 def test_study_backbones_axis_runs_each_strategy_per_backbone(tmp_path):
     from vision_transfer.config import load_config
-    from vision_transfer.engine.study import cell_config, study_grid
+    from vision_transfer.studies import cell_config, study_grid
 
     cfg = load_config("classification", overrides=["study.strategies=[linear_probe, scratch]", "study.seeds=1",
                                                    "study.samples_per_class=[5]",

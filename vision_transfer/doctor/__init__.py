@@ -40,8 +40,11 @@ def run_doctor(cfg: Any, *, out: str | Path) -> dict:
     from .page import print_findings, write_html
 
     report.reset()
+    from ..defaults import resolve_defaults
+
     task = get_task(cfg.task)
-    image_size = cfg.train.image_size or task.default_image_size
+    cfg = resolve_defaults(cfg, task)   # the image size, head and augmentation vt train would use
+    image_size = cfg.train.image_size
     result: dict[str, Any] = {"task": cfg.task, "findings": [], "splits": {}, "stats": {}}
     try:
         splits = task.build_datasets(data=cfg.data, image_size=image_size, preprocessing=_preprocessing(),
@@ -148,7 +151,7 @@ def _anchor_sizes(cfg, task, splits, image_size) -> list[int]:
 
         bb = create_backbone(cfg.model.backbone, weights=None, out_indices=cfg.model.out_indices)
         options = {k: getattr(cfg.model, k) for k in task.model_options}
-        head = task.default_head if cfg.model.head == "default" else cfg.model.head
+        head = task.resolve_head(cfg.model.head)
         model = task.build_model(backbone=bb, num_classes=len(splits.classes), head=head, image_size=image_size, **options)
         gen = model.detector.rpn.anchor_generator if hasattr(model.detector, "rpn") else model.detector.anchor_generator
         return sorted({int(s) for level in gen.sizes for s in level})

@@ -69,7 +69,7 @@ def score_candidate(cfg: Config, candidate: str, *, device: torch.device) -> dic
     name, weights = parse_candidate(candidate)
     t0 = time.perf_counter()
     bb = create_backbone(name, weights=weights)
-    image_size = cfg.train.image_size or task.default_image_size
+    image_size = cfg.train.image_size   # resolved in rank_from_config
     splits = task.build_datasets(data=cfg.data, image_size=image_size, preprocessing=bb.preprocessing,
                                  seed=cfg.train.seed, augment=False)
     data = splits.train
@@ -89,6 +89,10 @@ def rank_from_config(cfg: Config) -> list[dict]:
     if cfg.task != "classification":
         raise VTError(f"vt rank scores image-level labels (LogME); {cfg.task} is not supported yet: "
                       "rank on a classification layout of the same images")
+    from ..defaults import resolve_defaults
+    from ..task import get_task
+
+    cfg = resolve_defaults(cfg, get_task(cfg.task))
     device = resolve_device(cfg.train.device)
     candidates = cfg.rank.backbones or default_candidates()
     rows = []
