@@ -85,7 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a smaller budget (about two minutes)")
     p.add_argument("--out", default="vt-demo", help="output folder (default ./vt-demo)")
     p.add_argument("--device", default="auto")
+    _add_pretrain_parser(sub)
     return parser
+
+
+def _add_pretrain_parser(sub) -> None:
+    p = sub.add_parser("pretrain", help="self-supervised pretraining on unlabelled images -> RUN/backbone.safetensors")
+    p.add_argument("image_dir", nargs="?", metavar="IMAGE_DIR", help="folder of images (any depth; labels ignored)")
+    _add_config_args(p)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -132,6 +139,10 @@ def _run(args: argparse.Namespace) -> int:
         from .similarity import cli as sim_cli
 
         return getattr(sim_cli, f"{cmd}_command")(args)
+    if cmd == "pretrain":
+        from .pretrain.run import pretrain_command
+
+        return pretrain_command(args)
     if cmd == "demo":
         from .demo import run_demo
 

@@ -15,6 +15,8 @@ scores it would flatter the small-data cells most.)
 Strategies: the four of `transfer.strategy`, and `scratch` = `finetune` with `model.weights=none`.
 The `study.freeze_layers=[0, 1, ...]` axis fine-tunes pretrained weights with the first k stages
 frozen (Yosinski et al. 2014, "How transferable are features in deep neural networks?").
+The `study.weights=[imagenet, none, runs/pretrain/backbone.safetensors]` axis runs every strategy (but
+scratch) once per starting point: "does in-domain pretraining help, and at how many labels?".
 Probes on the same images reuse the classification feature cache (keyed by the image list).
 """
 from __future__ import annotations
@@ -46,15 +48,29 @@ class Cell:
     samples_per_class: int
     seed: int
     freeze_layers: int | None = None
+    weights: str | None = None      # the study.weights axis: model.weights of this cell
 
     @property
     def key(self) -> str:
-        return f"{self.axis}|{self.strategy}|{self.samples_per_class}|{self.seed}|{self.freeze_layers}"
+        key = f"{self.axis}|{self.strategy}|{self.samples_per_class}|{self.seed}|{self.freeze_layers}"
+        return key if self.weights is None else f"{key}|{self.weights}"
 
     @property
     def folder(self) -> str:
         head = self.strategy if self.axis == "strategy" else f"freeze{self.freeze_layers}"
+        if self.weights is not None:
+            digest = hashlib.sha256(self.weights.encode()).hexdigest()[:8]
+            head = f"{head}-{self.weights if self.weights.isalnum() else 'file' + digest}"
         return f"{head}/spc{self.samples_per_class}/seed{self.seed}"
+
+    @property
+    def label(self) -> str:
+        """The strategy as tables and plots name it: with the weights when the weights axis is on."""
+        if self.weights is None:
+            return self.strategy
+        w = self.weights if "/" not in self.weights and os.sep not in self.weights else \
+            "/".join(Path(self.weights).parts[-2:])
+        return f"{self.strategy} ({w})"
 
 
 @dataclass
@@ -76,7 +92,14 @@ def study_grid(cfg: Config) -> list[Cell]:
     if len(set(s.strategies)) != len(s.strategies) or len(set(s.samples_per_class)) != len(s.samples_per_class):
         raise VTError("study.strategies and study.samples_per_class must not repeat a value")
     seeds = [cfg.train.seed + i for i in range(s.seeds)]
-    cells = [Cell("strategy", name, k, seed) for name in s.strategies for k in s.samples_per_class for seed in seeds]
+    from ..weights import parse_weights
+
+    for w in s.weights or []:
+        parse_weights(w)   # a missing file fails here, not after hours of other cells
+    weights = s.weights or [None]
+    cells = [Cell("strategy", name, k, seed, weights=None if name == "scratch" else w)
+             for name in s.strategies for w in (weights if name != "scratch" else [None])
+             for k in s.samples_per_class for seed in seeds]
     for layers in s.freeze_layers or []:
         if layers < 0:
             raise VTError(f"study.freeze_layers holds {layers}; give stage counts 0, 1, 2, ...")
@@ -102,6 +125,8 @@ def cell_config(cfg: Config, cell: Cell, out_dir: Path) -> Config:
         t["strategy"] = cell.strategy
     if cell.freeze_layers is not None:
         t["freeze_layers"] = cell.freeze_layers
+    if cell.weights is not None:
+        tree["model"]["weights"] = cell.weights
     return build_config(cfg.task, tree)
 
 
@@ -153,7 +178,7 @@ def run_cell(cfg: Config, cell: Cell, out_dir: Path, *, monitor: str) -> dict:
         raise VTError(f"study: the run in {result.out_dir} has no {monitor!r}: the study needs validation data "
                       "(data.val.* or data.root with val/, or data.val_split > 0)")
     _check_subsampled(cfg.task, summary, cell)
-    return {**asdict(cell), "metric": monitor, "value": float(history[-1][monitor]),
+    return {**asdict(cell), "strategy": cell.label, "metric": monitor, "value": float(history[-1][monitor]),
             "best_value": float(result.metrics.get(monitor, history[-1][monitor])),
             "train_time_s": round(wall, 3), "num_train": summary["num_train"], "run_dir": str(result.out_dir)}
 
@@ -187,7 +212,7 @@ def study_from_config(cfg: Config) -> StudyResult:
     with Progress(*cols, console=console) as bar:
         tid = bar.add_task("", total=len(cells), completed=len(cells) - len(todo))
         for cell in todo:
-            label = cell.strategy if cell.axis == "strategy" else f"freeze {cell.freeze_layers}"
+            label = cell.label if cell.axis == "strategy" else f"freeze {cell.freeze_layers}"
             bar.update(tid, description=f"{label}, {cell.samples_per_class}/class, seed {cell.seed}")
             row = {"key": cell.key, "fingerprint": fingerprint, **run_cell(cfg, cell, out_dir, monitor=monitor)}
             _append_row(rows_path, row)
