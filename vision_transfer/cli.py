@@ -160,6 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE.pt", help="the adapted checkpoint to write")
     _alias(p, "--batch-size", "--device")
 
+    p = _sub(sub, "pretrain", "self-supervised pretraining on unlabelled images -> RUN/backbone.safetensors")
+    p.add_argument("image_dir", nargs="?", metavar="IMAGE_DIR", help="folder of images (any depth; labels ignored)")
+    _add_config(p)
+    _alias(p, "--device")
+
     p = _sub(sub, "rank", "score candidate backbones on your labelled data without training (LogME)")
     _add_task(p)
     _add_config(p)
@@ -269,6 +274,11 @@ def _run(args: argparse.Namespace, overrides: list[str]) -> int:
 
         args.batch_size, args.device = args.batch_size or 32, args.device or "auto"
         return adapt_command(args)
+    if cmd == "pretrain":
+        from .pretrain.run import pretrain_command
+
+        args.overrides = overrides
+        return pretrain_command(args)
     if cmd == "rank":
         from .ranking.rank import rank_command
 

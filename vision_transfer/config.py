@@ -170,6 +170,8 @@ class AdaptConfig(_Section):
     select: Literal["source_val", "snd"] = "source_val"   # what picks best.pt; snd: label-free (classification)
     diagnostics: bool = True               # proxy A-distance before/after and the PCA plot
     diagnostic_images: int = Field(400, ge=10)   # per domain, for those diagnostics
+    # a weights axis: every strategy (but scratch) once per entry: imagenet, none, a file (vt pretrain's backbone)
+    weights: list[str] | None = None
 
 
 class Config(_Section):
@@ -192,6 +194,48 @@ class Config(_Section):
         if v not in names:
             raise ValueError(f"unknown task {v!r}{did_you_mean(v, names)}; valid: {', '.join(names)}")
         return v
+
+
+class PretrainConfig(_Section):
+    """`vt pretrain`: the self-supervised method and its two-view augmentation (vision_transfer/pretrain)."""
+
+    method: str = "simclr"                 # simclr | byol | rotation
+    temperature: float = Field(0.2, gt=0.0)   # simclr: NT-Xent temperature
+    proj_dim: int = Field(128, ge=8)          # projection output (simclr 128, byol predictor/projection)
+    hidden_dim: int = Field(512, ge=8)        # projector / predictor hidden width
+    ema: float = Field(0.99, gt=0.0, lt=1.0)  # byol: target = ema * target + (1 - ema) * online, per step
+    # two-view augmentation; each strength is a key (0 switches an op off)
+    crop_scale: float = Field(0.25, gt=0.0, le=1.0)   # random-resized crops keep crop_scale..1 of the area
+    hflip: bool = True
+    vflip: bool = True           # no "up" in cells, wafers, tiles (ignored by rotation: it would make 0/180 ambiguous)
+    rotate90: bool = False       # (ignored by rotation)
+    color_jitter: float = Field(0.4, ge=0.0, le=1.0)  # brightness/contrast/saturation strength, on 80 % of views
+    hue: float = Field(0.05, ge=0.0, le=0.5)
+    grey: float = Field(0.2, ge=0.0, le=1.0)     # probability of a grey view (a no-op on grey images)
+    blur: float = Field(0.5, ge=0.0, le=1.0)     # probability of a Gaussian blur
+    blur_sigma: float = Field(1.5, gt=0.0)       # its largest sigma in pixels of the output view
+    knn_val: str | None = None   # a small labelled folder (class subfolders): kNN accuracy per epoch
+    knn_k: int = Field(20, ge=1)
+    monitor_images: int = Field(512, ge=16)   # unlabelled images embedded per epoch for rank / uniformity
+
+    _paths = field_validator("knn_val")(_expand)
+
+
+class PretrainTrainConfig(TrainConfig):
+    """`train.*` for `vt pretrain`: the same keys, defaults sized for minutes on two CPU cores."""
+
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=2)
+
+
+class PretrainRunConfig(_Section):
+    """Everything `vt pretrain` reads: the usual sections plus `pretrain.*` (labels are ignored)."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: PretrainTrainConfig = Field(default_factory=PretrainTrainConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
 
 
 def valid_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:

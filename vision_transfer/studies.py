@@ -22,6 +22,8 @@ Linear probes in a study choose their L2 strength by cross-validation on the cel
 (`transfer.probe_select=cv` unless set): like the fine-tunes, they never choose on the split that scores them.
 The `study.freeze_layers=[0, 1, ...]` axis fine-tunes pretrained weights with the first k stages
 frozen (Yosinski et al. 2014, "How transferable are features in deep neural networks?").
+The `study.weights=[imagenet, none, runs/pretrain/backbone.safetensors]` axis runs every strategy (but
+scratch) once per starting point: "does in-domain pretraining help, and at how many labels?".
 Probes on the same images reuse the classification feature cache (keyed by the image list).
 """
 from __future__ import annotations
@@ -57,12 +59,14 @@ class Cell:
     backbone: str | None = None     # study.backbones: a rank candidate, NAME or NAME@WEIGHTS
     probe_layers: str | None = None    # axis "probe_layers": last | all | auto | "2" | "2,3"
     adapt: str | None = None     # the study.adapt axis: adapt.method of this cell
+    weights: str | None = None      # the study.weights axis: model.weights of this cell
 
     @property
     def key(self) -> str:
         key = f"{self.axis}|{self.strategy}|{self.samples_per_class}|{self.seed}|{self.freeze_layers}"
         key = f"{key}|{self.backbone}" if self.backbone else key
         key = key if self.probe_layers is None else f"{key}|{self.probe_layers}"
+        key = key if self.weights is None else f"{key}|{self.weights}"
         return key + (f"|{self.adapt}" if self.adapt is not None else "")
 
     @property
@@ -70,9 +74,23 @@ class Cell:
         head = {"strategy": self.strategy, "freeze_layers": f"freeze{self.freeze_layers}"}.get(
             self.axis, f"layers{str(self.probe_layers).replace(',', '_')}")
         head = f"adapt-{self.adapt}" if self.adapt is not None else head
+        if self.weights is not None:
+            digest = hashlib.sha256(self.weights.encode()).hexdigest()[:8]
+            head = f"{head}-{self.weights if self.weights.isalnum() else 'file' + digest}"
         if self.backbone:
             head = f"{self.backbone.replace('@', '-').replace('/', '_').replace(':', '_')}/{head}"
         return f"{head}/spc{self.samples_per_class}/seed{self.seed}"
+
+    @property
+    def label(self) -> str:
+        """The strategy as tables and plots name it: with the backbone (study.backbones) and the
+        weights (study.weights) when those axes are on: one line per pair."""
+        name = f"{self.strategy} {self.backbone}" if self.backbone else self.strategy
+        if self.weights is None:
+            return name
+        w = self.weights if "/" not in self.weights and os.sep not in self.weights else \
+            "/".join(Path(self.weights).parts[-2:])
+        return f"{name} ({w})"
 
 
 @dataclass
@@ -94,8 +112,14 @@ def study_grid(cfg: Config) -> list[Cell]:
     if len(set(s.strategies)) != len(s.strategies) or len(set(s.samples_per_class)) != len(s.samples_per_class):
         raise VTError("study.strategies and study.samples_per_class must not repeat a value")
     seeds = [cfg.train.seed + i for i in range(s.seeds)]
+    from .weights import parse_weights
+
+    for w in s.weights or []:
+        parse_weights(w)   # a missing file fails here, not after hours of other cells
+    weights = s.weights or [None]
     backbones = s.backbones or [None]   # study.backbones: the strategy axis once per backbone
-    cells = [Cell("strategy", name, k, seed, backbone=b) for b in backbones for name in s.strategies
+    cells = [Cell("strategy", name, k, seed, backbone=b, weights=None if name == "scratch" else w)
+             for b in backbones for name in s.strategies for w in (weights if name != "scratch" else [None])
              for k in s.samples_per_class for seed in seeds]
     for layers in s.freeze_layers or []:
         if layers < 0:
@@ -159,6 +183,8 @@ def cell_config(cfg: Config, cell: Cell, out_dir: Path) -> Config:
         t["probe_layers"] = p if p in ("last", "all", "auto") else [int(i) for i in p.split(",")]
     if t.get("probe_select") == "auto":   # never choose C on the split that scores the cell
         t["probe_select"] = "cv"
+    if cell.weights is not None:
+        tree["model"]["weights"] = cell.weights
     return build_config(cfg.task, tree)
 
 
@@ -212,8 +238,7 @@ def run_cell(cfg: Config, cell: Cell, out_dir: Path, *, monitor: str) -> dict:
         monitor = f"target_{monitor}"
         if cell.adapt == "adabn":   # applied to best.pt after training: its target numbers are in the summary
             history[-1][monitor] = summary["target_metrics"][monitor[len("target_"):]]
-    label = {"strategy": f"{cell.strategy} {cell.backbone}"} if cell.backbone else {}   # one line per pair
-    return {**asdict(cell), **label, "metric": monitor, "value": float(history[-1][monitor]),
+    return {**asdict(cell), "strategy": cell.label, "metric": monitor, "value": float(history[-1][monitor]),
             "best_value": float(result.metrics.get(monitor, history[-1][monitor])),
             "train_time_s": round(wall, 3), "num_train": summary["num_train"], "run_dir": str(result.out_dir)}
 
@@ -257,7 +282,7 @@ def study_from_config(cfg: Config) -> StudyResult:
     with Progress(*cols, console=console) as bar:
         tid = bar.add_task("", total=len(cells), completed=len(cells) - len(todo))
         for cell in todo:
-            label = {"strategy": cell.strategy, "freeze_layers": f"freeze {cell.freeze_layers}"}.get(
+            label = {"strategy": cell.label, "freeze_layers": f"freeze {cell.freeze_layers}"}.get(
                 cell.axis, f"probe layers {cell.probe_layers}")
             bar.update(tid, description=f"{label}, {cell.samples_per_class}/class, seed {cell.seed}")
             row = {"key": cell.key, "fingerprint": fingerprint, **run_cell(cfg, cell, out_dir, monitor=monitor)}

@@ -143,3 +143,17 @@ def offline_error(what: str, url: str | None, filename: str | None, folder: Path
     hint = f" (from {url})" if url else ""
     return VTError(f"{what} are not on this machine and cannot be downloaded: put {filename}{hint} in {folder}, "
                    "or use model.weights=none, a weights file, or the offline backbone tf_efficientnet_lite0")
+
+
+def file_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The text metadata of a `.safetensors` file (`{}` for other files or none): e.g. the
+    preprocessing a `vt pretrain` backbone was trained with."""
+    if Path(path).suffix != ".safetensors":
+        return {}
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception:  # noqa: BLE001 - unreadable files get their error from the loader
+        return {}

@@ -69,7 +69,21 @@ def create_backbone(name: str | Backbone, *, weights: str | os.PathLike | None =
     if not isinstance(backbone, Backbone):
         raise VTError(f"backbone builder {name!r} returned {type(backbone).__name__}, not a Backbone")
     backbone.name = name
+    if req.kind == "file":
+        _preprocessing_from_file(backbone, req.value)
     return backbone
+
+
+def _preprocessing_from_file(backbone: Backbone, path: str) -> None:
+    """A weights file that records its preprocessing (`vt pretrain`'s backbone.safetensors)
+    sets the backbone's: what the weights were trained with, not the family's default."""
+    import json
+
+    from ..weights import file_metadata
+
+    text = file_metadata(path).get("preprocessing")
+    if text:
+        backbone.preprocessing = Preprocessing.from_dict(json.loads(text))
 
 
 def rebuild_backbone(spec: BackboneSpec) -> Backbone:
