@@ -191,7 +191,7 @@ def test_byol_target_follows_the_online_network_by_ema():
 
 def test_study_weights_axis_runs_each_strategy_per_starting_point(tmp_path, backbone_file):
     from vision_transfer.config import build_config
-    from vision_transfer.engine.study import cell_config, study_grid
+    from vision_transfer.studies import cell_config, study_grid
 
     cfg = build_config("classification", {"study": {"strategies": ["linear_probe", "scratch"], "seeds": 1,
                                                     "samples_per_class": [5], "weights": ["imagenet", backbone_file]}})
