@@ -248,7 +248,12 @@ def predict(task: str, *, checkpoint: str | os.PathLike, inputs: list[str], out:
     from .data.image import IMAGE_SUFFIXES, list_images
 
     t = get_task(task)
-    model, meta = load_model(checkpoint, task=task)
+    if Path(checkpoint).suffix.lower() == ".onnx":   # an exported model: ONNX Runtime behind the same call
+        from .export.runtime import load_onnx
+
+        model, meta = load_onnx(checkpoint, task=task)
+    else:
+        model, meta = load_model(checkpoint, task=task)
     paths: list[Path] = []
     for item in inputs:
         p = Path(item)

@@ -85,7 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a smaller budget (about two minutes)")
     p.add_argument("--out", default="vt-demo", help="output folder (default ./vt-demo)")
     p.add_argument("--device", default="auto")
+    _add_export_parser(sub)
     return parser
+
+
+def _add_export_parser(sub) -> None:
+    from .export.cli import add_export_parser
+
+    add_export_parser(sub)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -132,6 +139,10 @@ def _run(args: argparse.Namespace) -> int:
         from .similarity import cli as sim_cli
 
         return getattr(sim_cli, f"{cmd}_command")(args)
+    if cmd == "export":
+        from .export.cli import export_command
+
+        return export_command(args)
     if cmd == "demo":
         from .demo import run_demo
 

@@ -104,6 +104,12 @@ class Detection(Task):
 
             write_json(Path(out_dir) / "predictions.json", metrics["_predictions"])
 
+    def export_spec(self, model: nn.Module, **kwargs: Any):
+        """`vt export`: one image in, boxes / scores / labels after NMS out (see export.py)."""
+        from .export import detection_export_spec
+
+        return detection_export_spec(model, **kwargs)
+
     def predict(self, model: nn.Module, images: list[Any], *, out_dir: Any, meta: dict, device: torch.device,
                 score_threshold: float = 0.5, batch_size: int = 4, **_: Any) -> list[dict]:
         """Per image: `{"image", "width", "height", "detections": [{"label", "class_index", "score",
