@@ -76,9 +76,9 @@ def tensor_export_spec(model: nn.Module, *, meta: dict, image_size: int, batch: 
 def check_image_size(model: nn.Module, image_size: int, *, stride: int,
                      run: Callable[[torch.Tensor], Any] | None = None) -> None:
     """A one-line error when the model cannot take `image_size` x `image_size` inputs."""
-    hint = f"use a positive multiple of {stride}, e.g. {max(stride, round(image_size / stride) * stride)}"
-    if image_size <= 0:
-        raise VTError(f"--image-size {image_size}: {hint}")
+    hint = f"use a multiple of {stride}, e.g. {max(stride, round(image_size / stride) * stride)}"
+    if image_size < stride:   # the deepest map would be under one pixel: padding, not the image
+        raise VTError(f"--image-size {image_size}: smaller than the backbone's deepest stride {stride}; {hint}")
     try:
         with torch.inference_mode():
             (run or model)(torch.zeros(1, 3, image_size, image_size))
