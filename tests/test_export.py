@@ -48,13 +48,13 @@ def write_checkpoint(path, task: str, *, backbone: str, head: str = "default", i
     return path
 
 
-def _fit_a_little(model, steps: int = 8) -> None:
+def _fit_a_little(model, steps: int = 20) -> None:
     """A few steps on two scenes: an untrained detector scores all boxes alike, and the order of
     ties after NMS is arbitrary in any runtime (parity is then ill-posed)."""
     scenes = [make_scene(seed=i, size=64) for i in range(2)]
     images = [torch.from_numpy(s["image"]).permute(2, 0, 1).float() / 255 for s in scenes]
     targets = [{"boxes": torch.from_numpy(s["boxes"]), "labels": torch.from_numpy(s["labels"])} for s in scenes]
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for _ in range(steps):
         loss = sum(model(images, targets).values())

@@ -30,6 +30,7 @@ from vision_transfer.files import unique_stems
 
 from .evaluate import coco_results, draw_detections, evaluate_detector
 from .heads import HEADS, DetectorInputs, register_detection_head
+from . import one_stage, yolo  # noqa: F401,E402  registers fcos, ssdlite, yolo
 from .model import Detector, FeaturePyramid, select_levels
 
 
