@@ -69,3 +69,26 @@ def test_fcos_needs_fpn_channels_for_groupnorm():
     with pytest.raises(VTError, match="divisible by 32"):
         vt.build_model("detection", backbone="mobilenet_v3_small", weights=None, num_classes=2, head="fcos",
                        fpn_channels=16)
+
+
+@pytest.mark.parametrize("head", NEW_HEADS)
+def test_exported_boxes_are_in_the_pixels_of_an_image_of_another_size(head, tmp_path):
+    """Tie-free check of the traced resize: an untrained head at score threshold 0 scores boxes
+    alike (so NMS order is arbitrary), but every box must lie in the new image, as in PyTorch."""
+    from vision_transfer.export.runtime import onnx_session
+    from vision_transfer.tasks.detection.export import PerImageDetector
+
+    m = vt.build_model("detection", backbone="mobilenet_v3_small", weights=None, num_classes=2, head=head,
+                       image_size=64, fpn_channels=32).eval()
+    m.detector.score_thresh = 0.0
+    wrapper = PerImageDetector(m).eval()
+    torch.onnx.export(wrapper, (torch.rand(3, 64, 64),), str(tmp_path / "m.onnx"), dynamo=False, opset_version=17,
+                      input_names=["image"], output_names=["boxes", "scores", "labels"],
+                      dynamic_axes={"image": {1: "h", 2: "w"}, "boxes": {0: "k"}, "scores": {0: "k"}, "labels": {0: "k"}})
+    image = torch.rand(3, 40, 96)
+    boxes = torch.from_numpy(onnx_session(tmp_path / "m.onnx").run(None, {"image": image.numpy()})[0])
+    with torch.inference_mode():
+        ref = wrapper(image)[0]
+    assert len(boxes) == len(ref) > 0
+    assert boxes[:, 2].max() <= 96 + 1e-3 and boxes[:, 3].max() <= 40 + 1e-3
+    assert torch.allclose(boxes.amax(0), ref.amax(0), atol=1e-3)

@@ -92,7 +92,8 @@ class YOLODetector(nn.Module):
         self.assigner = assigner
 
     def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
-        original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+        # shape entries, not int(): int() would freeze the export's size into a traced graph
+        original_sizes = [(im.shape[-2], im.shape[-1]) for im in images]
         batch, targets = self.transform(images, targets)
         feats = self.pan(list(self.backbone(batch.tensors).values()))
         outs = [head(f) for head, f in zip(self.heads, feats)]
