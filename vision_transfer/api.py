@@ -276,7 +276,12 @@ def predict(task: str, *, checkpoint: str | os.PathLike, inputs: list[str], out:
     from .engine.predict import predict_images
 
     t = get_task(task)
-    model, meta = load_model(checkpoint, task=task)
+    if Path(checkpoint).suffix.lower() == ".onnx":   # an exported model: ONNX Runtime behind the same call
+        from .export.runtime import load_onnx
+
+        model, meta = load_onnx(checkpoint, task=task)
+    else:
+        model, meta = load_model(checkpoint, task=task)
     paths: list[Path] = []
     for item in inputs:
         p = Path(item)

@@ -34,6 +34,7 @@ COMMAND_KEYS: dict[str, tuple[str, ...] | None] = {
     "cluster": ("train.seed",),
     "demo": ("train.device",),
     "heads": (),
+    "export": (),
     "adapt": ("train.batch_size", "train.device"),
     "rank": ("data.", "model.", "train.", "rank."),
     "doctor": ("data.", "model.", "train.image_size", "train.seed", "run.out_dir"),
@@ -165,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     _alias(p, "--device")
 
+    from .export.cli import add_export_parser   # torch-free
+
+    add_export_parser(sub)
+
     p = _sub(sub, "rank", "score candidate backbones on your labelled data without training (LogME)")
     _add_task(p)
     _add_config(p)
@@ -279,6 +284,10 @@ def _run(args: argparse.Namespace, overrides: list[str]) -> int:
 
         args.overrides = overrides
         return pretrain_command(args)
+    if cmd == "export":
+        from .export.cli import export_command
+
+        return export_command(args)
     if cmd == "rank":
         from .ranking.rank import rank_command
 

@@ -27,6 +27,7 @@ from .data import DetectionDataset, build_splits
 
 from .evaluate import coco_results, draw_detections, evaluate_detector
 from .heads import HEADS, DetectorInputs, register_detection_head
+from . import one_stage, yolo  # noqa: F401,E402 - registers fcos, ssdlite, yolo
 from .model import Detector, FeaturePyramid, select_levels
 
 
@@ -98,6 +99,12 @@ class Detection(Task):
             from vision_transfer.files import write_json
 
             write_json(Path(out_dir) / "predictions.json", metrics["_predictions"])
+
+    def export_spec(self, model: nn.Module, **kwargs: Any):
+        """`vt export`: one image in, boxes / scores / labels after NMS out (see export.py)."""
+        from .export import detection_export_spec
+
+        return detection_export_spec(model, **kwargs)
 
     def predict_batch(self, model: nn.Module, images: list[Any], *, meta: dict, device: torch.device,
                       score_threshold: float = 0.5, **_: Any) -> list[dict]:

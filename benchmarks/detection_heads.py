@@ -1,0 +1,128 @@
+"""Every detection head on the same data, defaults only: AP, AP50, training time, inference img/s.
+
+Data: generated 128-px tiles with up to twelve small shapes each (exact boxes; the tiles of
+benchmarks/detection_vs_torchvision.py), 16 train, 8 val. Each head: EfficientNet-Lite0 (packaged
+ImageNet weights), `train.image_size=256` (`--image-size`), batch 4, the task's default lr and schedule, CPU. After
+training, best.pt is exported to ONNX (`vt export`, parity checked) and timed on the val tiles
+one image at a time, eager PyTorch and ONNX Runtime side by side, same threads.
+
+    python benchmarks/detection_heads.py [--heads yolo fcos ssdlite retinanet fasterrcnn] [--epochs 20]
+        [--seeds 0] [--threads 2] [--image-size 256] [--out /tmp/det-heads]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+HEADS = ("yolo", "fcos", "ssdlite", "retinanet", "fasterrcnn")
+
+
+def make_data(out: Path) -> dict:
+    from vision_transfer.tasks.detection.synthetic import write_scenes
+
+    kw = dict(size=128, max_objects=12, min_radius=4, max_radius=9)
+    return {"train": write_scenes(out / "train", n=16, seed=1, **kw)["coco"],
+            "val": write_scenes(out / "val", n=8, seed=2, **kw)["coco"]}
+
+
+def train_head(head: str, data: dict, out: Path, *, epochs: int, seed: int, image_size: int) -> dict:
+    import vision_transfer.api as vt
+
+    overrides = {"data.format": "coco", "data.train.images": data["train"]["images"],
+                 "data.train.annotations": data["train"]["annotations"], "data.val.images": data["val"]["images"],
+                 "data.val.annotations": data["val"]["annotations"], "model.backbone": "tf_efficientnet_lite0",
+                 "model.weights": "imagenet", "model.head": head, "transfer.strategy": "finetune",
+                 "train.epochs": epochs, "train.image_size": image_size, "train.batch_size": 4, "train.device": "cpu",
+                 "train.seed": seed, "run.out_dir": str(out), "run.tensorboard": False}
+    run = vt.train("detection", overrides=overrides)
+    return {"AP": run.metrics["AP"], "AP50": run.metrics["AP50"], "train_time_s": run.train_time_s}
+
+
+def time_inference(ckpt: Path, images: list[Path], out: Path, repeats: int = 3) -> dict:
+    """img/s of eager PyTorch and of the exported ONNX model, one image at a time, interleaved."""
+    import torch
+
+    from vision_transfer.data.image import read_image
+    from vision_transfer.engine.checkpoint import load_model
+    from vision_transfer.export.exporter import export_checkpoint
+    from vision_transfer.export.runtime import load_onnx
+
+    side = export_checkpoint("detection", checkpoint=ckpt, fmt="onnx", out=out / "model.onnx")
+    eager, _ = load_model(ckpt, task="detection")
+    ort, _ = load_onnx(out / "model.onnx", task="detection")
+    xs = [torch.from_numpy(read_image(p)).permute(2, 0, 1).float().div(255) for p in images]
+    rates: dict[str, list[float]] = {"eager": [], "onnxruntime": []}
+    with torch.inference_mode():
+        for _ in range(repeats):
+            for name, model in (("eager", eager), ("onnxruntime", ort)):
+                model([xs[0]])   # warm-up
+                t0 = time.perf_counter()
+                for x in xs:
+                    model([x])
+                rates[name].append(len(xs) / (time.perf_counter() - t0))
+    return {"eager_img_s": statistics.median(rates["eager"]), "ort_img_s": statistics.median(rates["onnxruntime"]),
+            "parity": side["parity"]}
+
+
+def main() -> None:  # noqa: C901
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--heads", nargs="+", default=list(HEADS))
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--image-size", type=int, default=256)
+    ap.add_argument("--out", default="/tmp/det-heads")
+    args = ap.parse_args()
+    import torch
+
+    from vision_transfer.errors import VTError
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    data = make_data(out / "data")
+    images = sorted(Path(data["val"]["images"]).glob("*.png"))
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    for head in args.heads:
+        for seed in args.seeds:
+            key = f"{head}/{seed}"
+            if key in results:
+                continue
+            run_dir = out / head / str(seed)
+            done = run_dir / "summary.json"
+            if done.is_file():   # trained by an earlier invocation: reuse its run
+                summary = json.loads(done.read_text())
+                row = {k: summary["metrics"][k] for k in ("AP", "AP50")} | {"train_time_s": summary["train_time_s"]}
+            else:
+                row = train_head(head, data, run_dir, epochs=args.epochs, seed=seed, image_size=args.image_size)
+            try:
+                row.update(time_inference(run_dir / "checkpoints" / "best.pt", images, run_dir))
+            except VTError as e:   # recorded, not hidden: the table shows the head without ONNX numbers
+                row.update({"eager_img_s": float("nan"), "ort_img_s": float("nan"), "parity": str(e)})
+            results[key] = row
+            results_path.write_text(json.dumps(results, indent=2))
+            print(key, json.dumps(row), flush=True)
+    print_table(results)
+
+
+def print_table(results: dict) -> None:
+    print("| head | seeds | AP | AP50 | train s | eager img/s | ORT img/s | ORT / eager |")
+    print("|---|---|---|---|---|---|---|---|")
+    heads = sorted({k.split("/")[0] for k in results}, key=lambda h: HEADS.index(h) if h in HEADS else 99)
+    for h in heads:
+        rows = [v for k, v in results.items() if k.split("/")[0] == h]
+
+        def ms(key: str, fmt: str = ".3f") -> str:
+            vals = [r[key] for r in rows]
+            spread = f" ± {statistics.stdev(vals):{fmt}}" if len(vals) > 1 else ""
+            return f"{statistics.mean(vals):{fmt}}{spread}"
+        ratio = statistics.mean(r["ort_img_s"] / r["eager_img_s"] for r in rows)
+        print(f"| {h} | {len(rows)} | {ms('AP')} | {ms('AP50')} | {ms('train_time_s', '.0f')} | "
+              f"{ms('eager_img_s', '.1f')} | {ms('ort_img_s', '.1f')} | {ratio:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
