@@ -49,7 +49,7 @@ class Task:
 
     name: str = "task"
     monitor: str = "loss"          # metric that picks best.pt; higher is better unless it is "loss"
-    heads: Registry = Registry("head")   # each task sets its own; `model.head=NAME` looks up here
+    heads: Registry = Registry("head")   # `model.head=NAME` looks up here; each task class gets its own
     default_head: str = "default"  # what `model.head=default` means
     default_image_size: int = 224
     default_lr: float = 1e-3
@@ -58,6 +58,13 @@ class Task:
     default_color_jitter: float = 0.0       # data.color_jitter when not given
     model_options: tuple[str, ...] = ()   # ModelConfig fields this task's build_model accepts
     loss_options: tuple[str, ...] = ()    # TrainConfig fields it accepts too (label_smoothing, dice_weight...)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A task class that declares no `heads` gets an empty registry of its own (a subclass of a
+        built-in task inherits, and so shares, its parent's heads)."""
+        super().__init_subclass__(**kwargs)
+        if "heads" not in cls.__dict__ and cls.heads is Task.heads:
+            cls.heads = Registry(f"{cls.__name__} head")
 
     def default_lr_for(self, strategy: str) -> float:
         """The learning rate when train.lr is not given (a probe tolerates more than a fine-tune)."""
