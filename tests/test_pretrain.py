@@ -165,8 +165,9 @@ def test_another_familys_file_names_the_first_mismatching_tensor(tmp_path, capsy
 def test_nt_xent_prefers_aligned_views_and_monitors_see_collapse():
     z = torch.randn(16, 8)
     assert nt_xent(z, z + 0.01 * torch.randn(16, 8), 0.2) < nt_xent(z, torch.randn(16, 8), 0.2)
-    spread, collapsed = torch.randn(64, 32), torch.randn(1, 32).repeat(64, 1) + 1e-4 * torch.randn(64, 32)
-    assert effective_rank(spread) > 20 and effective_rank(collapsed) < effective_rank(spread)
+    spread = torch.randn(64, 32)
+    collapsed = torch.randn(64, 2) @ torch.randn(2, 32) + 5.0   # dimensional collapse: a 2-d cone
+    assert effective_rank(spread) > 20 and effective_rank(collapsed) < 2.5
     assert uniformity(spread) < uniformity(collapsed) <= 0.0
     labels = torch.arange(4).repeat_interleave(16)
     clustered = torch.nn.functional.one_hot(labels, 32).float() + 0.05 * torch.randn(64, 32)
