@@ -31,7 +31,9 @@ from .files import write_json
 from .engine.loop import TransferSettings, fit, make_loader
 from .engine.subsample import subsample_train
 from .errors import VTError
+from .imbalance import resolve_loss_options, resolve_sampler
 from .task import get_task
+from .tuning import ema_callback, resolve_batch_size, resolve_lr
 
 
 @dataclass
@@ -128,18 +130,24 @@ def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: An
     head_arg = head if head is not None else (task.default_head if cfg.model.head == "default" else cfg.model.head)
     options = {k: getattr(cfg.model, k) for k in task.model_options}
     options.update({k: getattr(cfg.train, k) for k in task.loss_options})
+    tuned = resolve_loss_options(cfg, task, splits, options)   # train.class_weights=auto -> numbers
     model = task.build_model(backbone=bb, num_classes=len(splits.classes), head=head_arg, **options)
+    batch_size = resolve_batch_size(cfg, task, model, splits.train, rt=rt, tuned=tuned)   # train.batch_size=auto
     meta = {"format": FORMAT, "task": cfg.task, "classes": splits.classes, "image_size": image_size,
             "preprocessing": bb.preprocessing.to_dict(), "config": cfg.model_dump(mode="json"),
             "model_spec": {"backbone": bb.name, "weights": bb.weights, "out_indices": list(bb.out_indices),
                            "head": task.head_spec(head_arg), "num_classes": len(splits.classes), "options": options}}
     strategy = cfg.transfer.strategy
     plan = task.prepare_training(model, splits, strategy=strategy, cache_features=cfg.transfer.cache_features,
-                                 device=rt.device, batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers)
+                                 device=rt.device, batch_size=batch_size, num_workers=cfg.data.num_workers)
+    tuned.update(resolve_sampler(cfg, plan, splits))   # data.sampler=balanced
     opt = resolved_optimisation(cfg, task)
+    opt["lr"] = resolve_lr(cfg, task, plan, opt=opt, rt=rt, batch_size=batch_size, out_dir=out_dir if rt.is_main else None,
+                           tuned=tuned)   # train.lr=auto: the range test's suggestion
+    ema = ema_callback(cfg, task, plan, splits, rt=rt, batch_size=batch_size, out_dir=out_dir, meta=meta)
     t = cfg.transfer
     result = fit(plan.model, task, train_data=plan.train, val_data=plan.val, classes=splits.classes,
-                 epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, lr=opt["lr"],
+                 epochs=cfg.train.epochs, batch_size=batch_size, lr=opt["lr"],
                  weight_decay=cfg.train.weight_decay, optimizer=cfg.train.optimizer,
                  warmup_epochs=cfg.train.warmup_epochs, schedule=opt["schedule"],
                  transfer=TransferSettings(strategy=strategy, freeze_layers=t.freeze_layers, bn=t.bn,
@@ -151,7 +159,9 @@ def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: An
                  grad_accum=cfg.train.grad_accum, grad_clip=cfg.train.grad_clip,
                  early_stopping=cfg.train.early_stopping, seed=cfg.train.seed, num_workers=cfg.data.num_workers,
                  out_dir=out_dir, resume=resume, checkpoint_meta=meta, export_model=plan.export,
-                 tensorboard=cfg.run.tensorboard, callbacks=callbacks)
+                 tensorboard=cfg.run.tensorboard, callbacks=[*callbacks, *([ema] if ema else [])])
+    if ema is not None:
+        tuned["ema"] = ema.summary(result.best_metrics, task.monitor if plan.val is not None else "train_loss")
     if rt.is_main:
         summary = {"task": cfg.task, "best_epoch": result.best_epoch, "metrics": result.best_metrics,
                    "monitor": task.monitor if plan.val is not None else "train_loss",
@@ -159,7 +169,7 @@ def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: An
                    "stopped_early": result.stopped_early, "backbone": bb.name, "weights": bb.weights,
                    "strategy": strategy, **opt, "num_train": len(splits.train),
                    "num_val": len(splits.val) if splits.val is not None else 0, "classes": splits.classes,
-                   "data_info": splits.info}
+                   "data_info": splits.info, "batch_size": batch_size, **tuned}
         write_json(out_dir / "summary.json", summary)
         task.write_artifacts(out_dir, metrics=result.best_metrics, classes=splits.classes)
         console.print(f"[bold]done[/bold]: best {summary['monitor']} "

@@ -85,7 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a smaller budget (about two minutes)")
     p.add_argument("--out", default="vt-demo", help="output folder (default ./vt-demo)")
     p.add_argument("--device", default="auto")
+    _add_lr_find_parser(sub)
     return parser
+
+
+def _add_lr_find_parser(sub) -> None:
+    p = sub.add_parser("lr-find", help="learning-rate range test on your data: lr_find.png and a suggested train.lr")
+    p.add_argument("task", choices=TASK_NAMES)
+    _add_config_args(p)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -132,6 +139,10 @@ def _run(args: argparse.Namespace) -> int:
         from .similarity import cli as sim_cli
 
         return getattr(sim_cli, f"{cmd}_command")(args)
+    if cmd == "lr-find":
+        from .tuning import lr_find_command
+
+        return lr_find_command(args)
     if cmd == "demo":
         from .demo import run_demo
 

@@ -68,9 +68,9 @@ def _dataset(items: LabelledImages, transform, seed: int, info: dict, split: str
 class HeadOnly(nn.Module):
     """Trains the classifier of a PooledHead on cached pooled features."""
 
-    def __init__(self, classifier: nn.Module, label_smoothing: float) -> None:
+    def __init__(self, classifier: nn.Module, label_smoothing: float, criterion: nn.Module | None = None) -> None:
         super().__init__()
-        self.classifier, self.label_smoothing = classifier, label_smoothing
+        self.classifier, self.label_smoothing, self.criterion = classifier, label_smoothing, criterion
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier(features)
@@ -84,7 +84,7 @@ class Classification(Task):
     default_image_size = 224
     default_lr = 1e-3
     model_options = ("dropout", "hidden_dim")
-    loss_options = ("label_smoothing",)
+    loss_options = ("label_smoothing", "class_weights", "loss", "focal_gamma")
 
     def default_lr_for(self, strategy: str) -> float:
         # a probe trains only a linear layer; fine-tuning moves pretrained weights and wants less
@@ -113,8 +113,11 @@ class Classification(Task):
     def train_step(self, model, batch) -> dict[str, torch.Tensor]:
         inputs = batch["features"] if "features" in batch else batch["image"]
         logits = model(inputs)
-        smoothing = getattr(_unwrap(model), "label_smoothing", 0.0)
-        return {"loss": F.cross_entropy(logits, batch["label"], label_smoothing=smoothing)}
+        inner = _unwrap(model)
+        criterion = getattr(inner, "criterion", None)   # class weights / focal (engine/losses.py)
+        if criterion is not None:
+            return {"loss": criterion(logits, batch["label"])}
+        return {"loss": F.cross_entropy(logits, batch["label"], label_smoothing=getattr(inner, "label_smoothing", 0.0))}
 
     def evaluate(self, model, loader, *, device, classes, amp_dtype=None) -> dict[str, Any]:
         logits, labels = [], []
@@ -137,7 +140,7 @@ class Classification(Task):
         val_data = None
         if splits.val is not None:
             val_data = FeatureDataset(*self._features(model, splits.val, device, batch_size, num_workers, "val"))
-        head_only = HeadOnly(model.head.classifier, model.label_smoothing)
+        head_only = HeadOnly(model.head.classifier, model.label_smoothing, getattr(model, "criterion", None))
         return TrainingPlan(model=head_only, train=FeatureDataset(*train_feats), val=val_data, export=model)
 
     def _features(self, model: Classifier, dataset: ImageDataset, device, batch_size, num_workers, desc):

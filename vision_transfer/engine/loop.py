@@ -66,8 +66,10 @@ def make_loader(dataset: Dataset, task: Task, *, batch_size: int, train: bool, s
 def train_one_epoch(model: nn.Module, task: Task, loader: DataLoader, *, optimizer: torch.optim.Optimizer,
                     scheduler: Any, rt: Runtime, dtype: torch.dtype | None, channels_last: bool,
                     scaler: torch.amp.GradScaler | None, grad_accum: int = 1, grad_clip: float | None = None,
-                    epoch: int = 0, progress: Any = None, sync_every: int = 10) -> dict[str, float]:
-    """One pass over `loader`; stops with a clear error on a non-finite loss.
+                    epoch: int = 0, progress: Any = None, sync_every: int = 10,
+                    on_step: Callable[[], None] | None = None) -> dict[str, float]:
+    """One pass over `loader`; stops with a clear error on a non-finite loss. `on_step()` runs
+    after every optimizer step (e.g. an EMA of the weights, engine/ema.py).
 
     The running loss stays on the device and is read (a host sync) only every `sync_every` steps
     and at the end, so a GPU is never stalled once per step just to print a number."""
@@ -94,6 +96,8 @@ def train_one_epoch(model: nn.Module, task: Task, loader: DataLoader, *, optimiz
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
+            if on_step is not None:
+                on_step()
         bs = task.batch_size_of(batch)
         running += loss.detach().double() * bs
         seen += bs
@@ -151,7 +155,8 @@ def fit(model: nn.Module, task: Task, *, train_data: Dataset, val_data: Dataset 
 
     `export_model` is what checkpoints store when it differs from what trains (a linear probe on
     cached features trains only the head; the checkpoint holds backbone + head).
-    `callbacks` are called as `cb(epoch, metrics)` after each epoch (epoch is 1-based)."""
+    `callbacks` are called as `cb(epoch, metrics)` after each epoch (epoch is 1-based); a callback
+    with an `on_step()` method has it called after every optimizer step too."""
     rt, transfer = runtime, transfer or TransferSettings()
     export_model = export_model or model
     model.to(rt.device)
@@ -206,7 +211,8 @@ def fit(model: nn.Module, task: Task, *, train_data: Dataset, val_data: Dataset 
         with logger.epoch_progress(epoch, epochs) as progress:
             stats = train_one_epoch(train_model, task, train_loader, optimizer=opt, scheduler=sched, rt=rt,
                                     dtype=dtype, channels_last=cl, scaler=scaler, grad_accum=grad_accum,
-                                    grad_clip=grad_clip, epoch=epoch, progress=progress)
+                                    grad_clip=grad_clip, epoch=epoch, progress=progress,
+                                    on_step=_step_hook(callbacks))
         metrics: dict[str, Any] = {}
         if val_loader is not None:
             metrics = public_metrics(evaluate(model, task, val_loader, device=rt.device, classes=classes, dtype=dtype))
@@ -242,6 +248,17 @@ def fit(model: nn.Module, task: Task, *, train_data: Dataset, val_data: Dataset 
     logger.close()
     return FitResult(best_epoch=best_epoch, best_metrics=best_metrics, last_metrics=history[-1] if history else {},
                      history=history, train_time_s=time.perf_counter() - t_start, stopped_early=stopped)
+
+
+def _step_hook(callbacks: Sequence[Any]) -> Callable[[], None] | None:
+    hooks = [cb.on_step for cb in callbacks if callable(getattr(cb, "on_step", None))]
+    if len(hooks) <= 1:
+        return hooks[0] if hooks else None
+
+    def run_all() -> None:
+        for h in hooks:
+            h()
+    return run_all
 
 
 def _has_backbone(model: nn.Module) -> bool:
