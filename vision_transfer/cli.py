@@ -86,7 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="vt-demo", help="output folder (default ./vt-demo)")
     p.add_argument("--device", default="auto")
     _add_lr_find_parser(sub)
+    _add_convert_parser(sub)
     return parser
+
+
+def _add_convert_parser(sub) -> None:
+    formats = ("coco", "voc", "yolo", "masks")
+    p = sub.add_parser("convert", help="convert detection / segmentation annotations: coco | voc | yolo | masks")
+    p.add_argument("--from", dest="src", required=True, choices=formats)
+    p.add_argument("--to", dest="dst", required=True, choices=formats)
+    p.add_argument("input", metavar="IN", help="a folder in the --from layout (coco: also the JSON file)")
+    p.add_argument("output", metavar="OUT", help="the folder to write (images are hard-linked into it)")
 
 
 def _add_lr_find_parser(sub) -> None:
@@ -139,6 +149,10 @@ def _run(args: argparse.Namespace) -> int:
         from .similarity import cli as sim_cli
 
         return getattr(sim_cli, f"{cmd}_command")(args)
+    if cmd == "convert":
+        from .data.convert import convert_command
+
+        return convert_command(args)
     if cmd == "lr-find":
         from .tuning import lr_find_command
 

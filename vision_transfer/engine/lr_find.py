@@ -141,7 +141,7 @@ def _sweep(model, task, loader, opt, dev, *, start_lr, end_lr, num_steps, smooth
         tid = bar.add_task("lr range test", total=num_steps)
         while step < num_steps and not diverged:
             for batch in loader:
-                lr = start_lr * factor ** step
+                lr = min(start_lr * factor ** step, end_lr)   # no float overshoot past the sweep
                 for g in opt.param_groups:
                     g["lr"] = lr * g["ratio"]
                 batch = task.to_device(batch, dev)
