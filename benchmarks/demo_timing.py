@@ -30,6 +30,10 @@ from vision_transfer.engine.optim import build_optimizer, lr_schedule
 from vision_transfer.task import get_task
 
 
+def _spread(n: int, k: int) -> list[int]:
+    return sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)})
+
+
 def _setup(size: int):
     task = get_task("classification")
     root = materialise_elpv(Path(os.environ.get("VT_CACHE_DIR", Path.home() / ".cache" / "vision_transfer")), FULL)
@@ -41,8 +45,14 @@ def _setup(size: int):
     return task, splits, model
 
 
-def time_variant(size: int, channels_last: bool, workers: int) -> dict:
+def time_variant(size: int, channels_last: bool, workers: int, n_train: int | None = None,
+                 n_val: int | None = None) -> dict:
     task, splits, model = _setup(size)
+    if n_train:   # a class-balanced prefix of each split: cheaper, same per-image cost
+        from torch.utils.data import Subset
+
+        splits.train = Subset(splits.train, _spread(len(splits.train), n_train))
+        splits.val = Subset(splits.val, _spread(len(splits.val), n_val or n_train))
     rt = Runtime(torch.device("cpu"))
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -64,8 +74,9 @@ def time_variant(size: int, channels_last: bool, workers: int) -> dict:
     c1, t1 = time.process_time(), time.perf_counter()
     m = evaluate(model, task, val, device=rt.device, classes=splits.classes)
     c2, t2 = time.process_time(), time.perf_counter()
-    # process_time: CPU seconds of this process (its compute threads), far less sensitive than wall
-    # time to other sessions on the machine; it leaves out the loader worker's CPU
+    # process_time: CPU seconds of this process (its compute threads). With one thread it is
+    # nearly immune to other sessions on the machine (with two, threads spin while waiting for
+    # each other and a loaded machine inflates it); it leaves out the loader worker's CPU
     return {"size": size, "channels_last": channels_last, "workers": workers, "load_s": t_load,
             "train_s": t1 - t0, "eval_s": t2 - t1, "train_cpu_s": c1 - c0, "eval_cpu_s": c2 - c1,
             "accuracy": m["accuracy"]}
@@ -77,13 +88,16 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[128])
     ap.add_argument("--out", default="benchmarks/demo_timing.json")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 0])
+    ap.add_argument("--threads", type=int, default=2, help="1: CPU seconds are a load-proof cost (no thread spin)")
+    ap.add_argument("--n-train", type=int, default=None, help="images per epoch (default: all 200)")
+    ap.add_argument("--n-val", type=int, default=None)
     a = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     variants = [(s, cl, w) for s in a.sizes for cl in (False, True) for w in a.workers]
     rows: list[dict] = []
     for r in range(a.rounds):
         for v in variants:
-            row = time_variant(*v)
+            row = time_variant(*v, n_train=a.n_train, n_val=a.n_val)
             row["round"] = r
             rows.append(row)
             print(json.dumps({k: round(x, 2) if isinstance(x, float) else x for k, x in row.items()}), flush=True)

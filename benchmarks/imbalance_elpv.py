@@ -84,7 +84,7 @@ def main() -> None:
                 "data.format": "folder", "data.train.images": str(train_dir), "data.val.images": str(val_dir),
                 "run.out_dir": str(out), "run.tensorboard": False,
                 "model.weights": "imagenet", "transfer.strategy": a.strategy, "train.epochs": a.epochs,
-                "train.image_size": a.size, "train.batch_size": 16, "train.seed": seed, "data.crop_scale": 0.8,
+                "train.image_size": a.size, "train.batch_size": 16, "train.seed": seed, "data.num_workers": 0, "data.crop_scale": 0.8,
                 "data.vflip": True, "data.rotate90": True, **VARIANTS[name]})
             m = last_metrics(out)
             results[name].append(m)

@@ -27,12 +27,13 @@ def main() -> None:
     ap.add_argument("--ema", type=float, default=0.99)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--out", default="/tmp/vt-lr-find-elpv")
+    ap.add_argument("--with-demo-lr", action="store_true", help="also fine-tune at the demo's 1e-3")
     a = ap.parse_args()
     out = Path(a.out)
     root = materialise_elpv(Path(os.environ.get("VT_CACHE_DIR", Path.home() / ".cache" / "vision_transfer")), FULL)
     common = [f"data.root={root}", "data.format=folder", f"train.image_size={a.size}", "train.batch_size=16",
               "data.crop_scale=0.8", "data.vflip=true", "data.rotate90=true", "transfer.strategy=finetune",
-              "model.weights=imagenet", "run.tensorboard=false"]
+              "model.weights=imagenet", "run.tensorboard=false", "train.channels_last=true"]
     cfg = load_config("classification", overrides=common + [f"run.out_dir={out / 'sweep'}",
                                                             f"lr_find.num_steps={a.steps}", "lr_find.start_lr=1e-6"])
     sweep, _ = lr_find(cfg)
@@ -40,8 +41,8 @@ def main() -> None:
                       "steepest_lr": sweep.steepest_lr, "diverged": sweep.diverged, "steps": len(sweep.lrs)}),
           flush=True)
     rows = []
-    for label, lr in (("suggestion", sweep.suggestion), ("10x suggestion", 10 * sweep.suggestion),
-                      ("demo's 1e-3", 1e-3)):
+    runs = [("suggestion", sweep.suggestion), ("10x suggestion", 10 * sweep.suggestion)]
+    for label, lr in runs + ([("demo's 1e-3", 1e-3)] if a.with_demo_lr else []):
         run_dir = out / label.replace(" ", "_").replace("'", "")
         run = vt.train("classification", overrides=common + [f"train.lr={lr}", f"train.epochs={a.epochs}",
                                                              f"train.ema={a.ema}", f"run.out_dir={run_dir}"])

@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("demo", help="the main job: ELPV solar cells, probe vs fine-tune vs scratch, offline")
-    p.add_argument("--quick", action="store_true", help="a smaller budget (about two minutes)")
+    p.add_argument("--quick", action="store_true", help="a smaller budget (about a minute)")
     p.add_argument("--out", default="vt-demo", help="output folder (default ./vt-demo)")
     p.add_argument("--device", default="auto")
     _add_lr_find_parser(sub)

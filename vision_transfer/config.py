@@ -60,7 +60,6 @@ class DataConfig(_Section):
     color_jitter: float | None = Field(None, ge=0.0, le=1.0)
     # balanced: the train split resampled each epoch (classes equally often; repeat-factor for detection)
     sampler: Literal["random", "balanced"] = "random"
-    multilabel: bool = False   # classification, data.format=csv: several labels per image, sigmoid + BCE
 
 
 class ModelConfig(_Section):

@@ -4,7 +4,8 @@ Left: the training loss per epoch (and any validation loss). Right: the monitore
 learning rate on a second axis. Both mark the best epoch. Drawn with matplotlib's Agg backend
 (no display needed) and written atomically, so a viewer that reloads the file mid-run never sees
 half a PNG. A redraw costs ~0.2 s: `CurvesWriter` skips redraws closer than `min_interval_s`
-(a cached-feature probe runs many sub-second epochs) and always draws the last epoch on `close`.
+and closer than ten times the last redraw's cost (a cached-feature probe runs many sub-second
+epochs: the plot stays under ~10 % of its time), and always draws the last epoch on `close`.
 """
 from __future__ import annotations
 
@@ -89,18 +90,19 @@ class CurvesWriter:
         self.min_interval_s = min_interval_s
         self.rows: list[dict] = []
         self.monitor = "train_loss"
-        self._last = -math.inf
+        self._last, self._cost = -math.inf, 0.0
         self._dirty = False
 
     def update(self, row: dict, *, monitor: str) -> None:
         self.rows.append(row)
         self.monitor, self._dirty = monitor, True
-        if time.monotonic() - self._last >= self.min_interval_s:
+        if time.monotonic() - self._last >= max(self.min_interval_s, 10 * self._cost):
             self.draw()
 
     def draw(self) -> None:
         if not self.rows or not self._dirty:
             return
+        t0 = time.monotonic()
         try:
             plot_curves(self.rows, self.path, monitor=self.monitor)
         except Exception as e:  # noqa: BLE001 - a plot must never stop a training run
@@ -108,3 +110,4 @@ class CurvesWriter:
 
             console.print(f"[yellow]curves.png not written: {e}[/yellow]")
         self._last, self._dirty = time.monotonic(), False
+        self._cost = self._last - t0

@@ -95,6 +95,7 @@ def study_markdown(summary: list[dict], rows: list[dict], *, task: str, monitor:
         seconds.setdefault(r["strategy"] if r["axis"] == "strategy" else f"freeze {r['freeze_layers']}", []).append(
             r["train_time_s"])
     lines += ["Mean wall time per run: " + ", ".join(f"{k} {sum(v) / len(v):.1f} s" for k, v in seconds.items()), ""]
+    lines += ["How each run trained: `runs/<strategy>/spc<k>/seed<s>/curves.png` (loss, metric and lr per epoch).", ""]
     return "\n".join(lines)
 
 
