@@ -2,7 +2,7 @@
 
 - `class_weights_from_counts`: inverse frequency (`n / (C * n_c)`, scikit-learn's "balanced") or
   the effective number of samples (Cui et al. 2019, "Class-Balanced Loss Based on Effective Number
-  of Samples": `w_c ∝ (1 - beta) / (1 - beta ** n_c)`), both normalised to mean 1 over the classes.
+  of Samples": `w_c ∝ (1 - beta) / (1 - beta ** n_c)`), both normalised to mean 1 over the classes present.
 - `focal_cross_entropy`: softmax focal loss (Lin et al. 2017): cross-entropy scaled by
   `(1 - p_t) ** gamma`, so well-classified samples (the many easy majority ones) weigh less.
 - `ClassificationLoss`: what a classifier's `criterion` is (weights, label smoothing, focal).
@@ -22,7 +22,7 @@ EFFECTIVE_BETA = 0.999   # Cui et al.'s best beta on long-tailed CIFAR was 0.999
 
 def class_weights_from_counts(counts: Sequence[int], *, rule: str = "inverse",
                               beta: float = EFFECTIVE_BETA) -> list[float]:
-    """One weight per class (mean 1). A class with no samples gets weight 0 and a warning-free pass:
+    """One weight per class (mean 1 over the classes present). A class with no samples gets weight 0:
     it cannot contribute to the loss anyway."""
     n = torch.as_tensor(list(counts), dtype=torch.float64)
     if n.numel() == 0 or n.sum() <= 0:
