@@ -24,7 +24,7 @@ from torch import nn
 
 from . import report
 from .backbones import Backbone, create_backbone
-from .config import Config, build_config, config_to_yaml, merge, parse_overrides, read_yaml
+from .config import Config, build_config, config_to_yaml, merge, parse_overrides, read_yaml, replace
 from .defaults import resolve_defaults
 from .engine.checkpoint import FORMAT, load_model, read_checkpoint
 from .engine.adapters import footprint
@@ -34,7 +34,9 @@ from .engine.loop import FitSettings, fit, make_loader
 from .files import write_json, write_text
 from .engine.subsample import subsample_train
 from .errors import VTError
+from .imbalance import resolve_loss_options, resolve_sampler
 from .task import get_task
+from .tuning import ema_callback, resolve_batch_size, resolve_lr
 
 
 @dataclass
@@ -121,25 +123,37 @@ def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: An
     if cfg.data.max_per_class:   # every task: at most k images per class (a no-op where the task did it)
         splits.train = subsample_train(splits.train, per_class=cfg.data.max_per_class, seed=cfg.train.seed)
     head_arg = head if head is not None else cfg.model.head
-    model, meta = _build_run_model(task, cfg, bb, splits.classes, head_arg)
+    options = _model_options(task, cfg)
+    tuned = resolve_loss_options(cfg, task, splits, options)   # train.class_weights=auto -> numbers
+    model, meta = _build_run_model(task, cfg, bb, splits.classes, head_arg, options)
+    batch_size = resolve_batch_size(cfg, task, model, splits.train, rt=rt, tuned=tuned)   # train.batch_size=auto
     from .adapt import prepare_adaptation   # adapt.*: None unless set
 
     adaptation = prepare_adaptation(cfg, task=task, splits=splits, image_size=cfg.train.image_size,
                                     preprocessing=bb.preprocessing, runtime=rt)
     plan = task.prepare_training(model, splits, strategy=cfg.transfer.strategy,
                                  cache_features=cfg.transfer.cache_features, device=rt.device,
-                                 batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers,
+                                 batch_size=batch_size, num_workers=cfg.data.num_workers,
                                  **_probe_options(cfg.transfer))
     meta["model_spec"]["options"].update(plan.model_options)
+    tuned.update(resolve_sampler(cfg, plan, splits))   # data.sampler=balanced
+    lr = resolve_lr(cfg, task, plan, opt={"lr": cfg.train.lr, "backbone_lr_mult": cfg.transfer.backbone_lr_mult},
+                    rt=rt, batch_size=batch_size, out_dir=out_dir if rt.is_main else None, tuned=tuned)
+    cfg = replace(cfg, train={"lr": lr, "batch_size": batch_size})   # "auto" -> the numbers found
+    ema = ema_callback(cfg, task, plan, splits, rt=rt, batch_size=batch_size, out_dir=out_dir, meta=meta)
     fit_task, plan = adaptation.wrap(plan) if adaptation else (task, plan)
     solved = plan.solve(out_dir=out_dir, checkpoint_meta=meta, is_main=rt.is_main,
                         tensorboard=cfg.run.tensorboard) if plan.solve else None
     result = solved or fit(plan.model, fit_task, train_data=plan.train, val_data=plan.val, classes=splits.classes,
                            settings=FitSettings.from_config(cfg), runtime=rt, out_dir=out_dir, resume=resume,
-                           checkpoint_meta=meta, export_model=plan.export, callbacks=callbacks)
+                           checkpoint_meta=meta, export_model=plan.export,
+                           callbacks=[*callbacks, *([ema] if ema else [])])
+    monitor = task.monitor if plan.val is not None else "train_loss"
+    if ema is not None:
+        tuned["ema"] = ema.summary(result.best_metrics, monitor)
     if rt.is_main:
-        _write_summary(out_dir, cfg, task, result, bb, splits, plan=plan, adaptation=adaptation,
-                       monitor=task.monitor if plan.val is not None else "train_loss")
+        _write_summary(out_dir, cfg, task, result, bb, splits, plan=plan, adaptation=adaptation, monitor=monitor,
+                       extra={"batch_size": batch_size, **tuned})
     return RunResult(out_dir=out_dir, metrics=result.best_metrics, best_epoch=result.best_epoch,
                      train_time_s=result.train_time_s, model=plan.export or plan.model)
 
@@ -151,10 +165,16 @@ def _start_run_folder(out_dir: Path, cfg: Config, *, resume: Path | None) -> Non
     write_text(out_dir / "config.yaml", config_to_yaml(cfg))   # the resolved values this run uses
 
 
-def _build_run_model(task: Any, cfg: Config, bb: Backbone, classes: list[str], head: Any) -> tuple[nn.Module, dict]:
-    """The task model and the checkpoint metadata that rebuilds it without the config."""
+def _model_options(task: Any, cfg: Config) -> dict:
+    """The model and loss keys the task's `build_model` takes, from the config."""
     options = {k: getattr(cfg.model, k) for k in task.model_options}
     options.update({k: getattr(cfg.train, k) for k in task.loss_options})
+    return options
+
+
+def _build_run_model(task: Any, cfg: Config, bb: Backbone, classes: list[str], head: Any,
+                     options: dict) -> tuple[nn.Module, dict]:
+    """The task model and the checkpoint metadata that rebuilds it without the config."""
     model = task.build_model(backbone=bb, num_classes=len(classes), head=head, **options)
     meta = {"format": FORMAT, "task": cfg.task, "classes": classes, "image_size": cfg.train.image_size,
             "preprocessing": bb.preprocessing.to_dict(), "config": cfg.model_dump(mode="json"),
@@ -164,14 +184,14 @@ def _build_run_model(task: Any, cfg: Config, bb: Backbone, classes: list[str], h
 
 
 def _write_summary(out_dir: Path, cfg: Config, task: Any, result: Any, bb: Backbone, splits: Any, *,
-                   plan: Any, monitor: str, adaptation: Any = None) -> None:
+                   plan: Any, monitor: str, adaptation: Any = None, extra: dict | None = None) -> None:
     summary = {"task": cfg.task, "best_epoch": result.best_epoch, "metrics": result.best_metrics,
                "monitor": monitor, "train_time_s": round(result.train_time_s, 3), "epochs_run": len(result.history),
                "stopped_early": result.stopped_early, "backbone": bb.name, "weights": bb.weights,
                "strategy": cfg.transfer.strategy, "lr": cfg.train.lr, "schedule": cfg.train.schedule,
                "backbone_lr_mult": cfg.transfer.backbone_lr_mult, "num_train": len(splits.train),
                "num_val": len(splits.val) if splits.val is not None else 0, "classes": splits.classes,
-               "data_info": splits.info, **footprint(plan.model, plan.export or plan.model, out_dir)}
+               "data_info": splits.info, **footprint(plan.model, plan.export or plan.model, out_dir), **(extra or {})}
     if adaptation:   # target_metrics, domain accuracy, A-distance, the feature plot
         summary = adaptation.finish(summary, out_dir=out_dir, model=plan.export or plan.model)
     write_json(out_dir / "summary.json", summary)

@@ -35,6 +35,7 @@ COMMAND_KEYS: dict[str, tuple[str, ...] | None] = {
     "demo": ("train.device",),
     "heads": (),
     "export": (),
+    "convert": (),
     "adapt": ("train.batch_size", "train.device"),
     "rank": ("data.", "model.", "train.", "rank."),
     "doctor": ("data.", "model.", "train.image_size", "train.seed", "run.out_dir"),
@@ -170,6 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_parser(sub)
 
+    p = _sub(sub, "lr-find", "learning-rate range test on your data: lr_find.png and a suggested train.lr")
+    _add_task(p)
+    _add_config(p)
+    _alias(p, "--device")
+
+    formats = ("coco", "voc", "yolo", "masks")
+    p = _sub(sub, "convert", "convert detection / segmentation annotations: coco | voc | yolo | masks", keys=False)
+    p.add_argument("--from", dest="src", required=True, choices=formats)
+    p.add_argument("--to", dest="dst", required=True, choices=formats)
+    p.add_argument("input", metavar="IN", help="a folder in the --from layout (coco: also the JSON file)")
+    p.add_argument("output", metavar="OUT", help="the folder to write (images are hard-linked into it)")
+
     p = _sub(sub, "rank", "score candidate backbones on your labelled data without training (LogME)")
     _add_task(p)
     _add_config(p)
@@ -288,6 +301,15 @@ def _run(args: argparse.Namespace, overrides: list[str]) -> int:
         from .export.cli import export_command
 
         return export_command(args)
+    if cmd == "convert":
+        from .data.convert import convert_command
+
+        return convert_command(args)
+    if cmd == "lr-find":
+        from .tuning import lr_find_command
+
+        args.overrides = overrides
+        return lr_find_command(args)
     if cmd == "rank":
         from .ranking.rank import rank_command
 

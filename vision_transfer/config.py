@@ -61,6 +61,8 @@ class DataConfig(_Section):
     # None: the task's default (classification 0.2, detection 0.15, segmentation 0: measured below smp's
     # flips-only recipe on tiles, benchmarks/segmentation_vs_smp.py)
     color_jitter: float | None = Field(None, ge=0.0, le=1.0)
+    # balanced: the train split resampled each epoch (classes equally often; repeat-factor for detection)
+    sampler: Literal["random", "balanced"] = "random"
 
 
 class ModelConfig(_Section):
@@ -109,8 +111,8 @@ class TransferConfig(_Section):
 
 class TrainConfig(_Section):
     epochs: int = Field(10, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float | None = Field(None, gt=0.0)   # None: the task's and strategy's default
+    batch_size: int | Literal["auto"] = 32   # auto: the largest that fits (engine/batch_size.py)
+    lr: float | Literal["auto"] | None = None   # None: the task's and strategy's default; auto: lr range test
     weight_decay: float = Field(1e-4, ge=0.0)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     warmup_epochs: float = Field(1.0, ge=0.0)
@@ -125,9 +127,25 @@ class TrainConfig(_Section):
     early_stopping: int | None = Field(None, ge=1)  # patience in epochs on the monitored metric
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     augment: bool = True
-    class_weights: list[float] | None = None
+    class_weights: list[float] | Literal["auto", "inverse", "effective"] | None = None   # auto = inverse frequency
     dice_weight: float = Field(1.0, ge=0.0)
     grad_clip: float | None = Field(None, gt=0.0)
+
+    @field_validator("batch_size", "lr", mode="before")
+    @classmethod
+    def _positive_or_auto(cls, v: Any, info: Any) -> Any:
+        if v is None or v == "auto":
+            return v
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+        if info.field_name == "batch_size":
+            ok = ok and float(v).is_integer()
+        if not ok:
+            kind = "a whole number >= 1" if info.field_name == "batch_size" else "a number > 0"
+            raise ValueError(f"must be {kind} or auto")
+        return v
+    ema: float | None = Field(None, gt=0.0, lt=1.0)   # decay of an EMA of the weights, e.g. 0.999 (engine/ema.py)
+    loss: Literal["ce", "focal"] = "ce"            # classification and segmentation
+    focal_gamma: float = Field(2.0, ge=0.0)        # train.loss=focal: (1 - p)^gamma (Lin et al. 2017)
 
 
 class RunConfig(_Section):
@@ -135,6 +153,13 @@ class RunConfig(_Section):
 
     _paths = field_validator("out_dir")(_expand)
     tensorboard: bool = True      # when tensorboard is installed
+
+
+class LrFindConfig(_Section):
+    """`vt lr-find` and `train.lr=auto`: the range of the exponential sweep of the head's lr."""
+    start_lr: float = Field(1e-7, gt=0.0)
+    end_lr: float = Field(1.0, gt=0.0)
+    num_steps: int = Field(100, ge=5)
 
 
 class StudyConfig(_Section):
@@ -184,6 +209,7 @@ class Config(_Section):
     study: StudyConfig = Field(default_factory=StudyConfig)
     adapt: AdaptConfig = Field(default_factory=AdaptConfig)
     rank: RankConfig = Field(default_factory=RankConfig)
+    lr_find: LrFindConfig = Field(default_factory=LrFindConfig)
 
     @field_validator("task")
     @classmethod

@@ -114,6 +114,7 @@ def study_markdown(summary: list[dict], rows: list[dict], *, task: str, monitor:
             r["axis"], f"probe {r.get('probe_layers')}")
         seconds.setdefault(name, []).append(r["train_time_s"])
     lines += ["Mean wall time per run: " + ", ".join(f"{k} {sum(v) / len(v):.1f} s" for k, v in seconds.items()), ""]
+    lines += ["How each run trained: `runs/<strategy>/spc<k>/seed<s>/curves.png` (loss, metric and lr per epoch).", ""]
     return "\n".join(lines)
 
 

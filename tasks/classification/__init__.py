@@ -67,9 +67,9 @@ def _dataset(items: LabelledImages, transform, seed: int, info: dict, split: str
 class HeadOnly(nn.Module):
     """Trains the classifier of a PooledHead on cached pooled features."""
 
-    def __init__(self, classifier: nn.Module, label_smoothing: float) -> None:
+    def __init__(self, classifier: nn.Module, label_smoothing: float, criterion: nn.Module | None = None) -> None:
         super().__init__()
-        self.classifier, self.label_smoothing = classifier, label_smoothing
+        self.classifier, self.label_smoothing, self.criterion = classifier, label_smoothing, criterion
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier(features)
@@ -83,7 +83,7 @@ class Classification(Task):
     default_image_size = 224
     default_lr = 1e-3
     model_options = ("dropout", "hidden_dim")
-    loss_options = ("label_smoothing",)
+    loss_options = ("label_smoothing", "class_weights", "loss", "focal_gamma")
 
     default_color_jitter = 0.2
 
@@ -117,8 +117,11 @@ class Classification(Task):
     def train_step(self, model, batch) -> dict[str, torch.Tensor]:
         inputs = batch["features"] if "features" in batch else batch["image"]
         logits = model(inputs)
-        smoothing = getattr(_unwrap(model), "label_smoothing", 0.0)
-        return {"loss": F.cross_entropy(logits, batch["label"], label_smoothing=smoothing)}
+        inner = _unwrap(model)
+        criterion = getattr(inner, "criterion", None)   # class weights / focal (engine/losses.py)
+        if criterion is not None:
+            return {"loss": criterion(logits, batch["label"])}
+        return {"loss": F.cross_entropy(logits, batch["label"], label_smoothing=getattr(inner, "label_smoothing", 0.0))}
 
     def evaluate(self, model, loader, *, device, classes, amp_dtype=None) -> dict[str, Any]:
         logits, labels = [], []
@@ -138,6 +141,8 @@ class Classification(Task):
         if strategy != "linear_probe" or not isinstance(model.head, PooledHead):
             return TrainingPlan(model=model, train=splits.train, val=splits.val)  # custom head: no cache
         solver = resolve_solver(probe_solver, model.head, cached=bool(use_cache))
+        if probe_solver == "auto" and getattr(model, "criterion", None) is not None:
+            solver = "sgd"   # class weights / focal loss: the solver fits plain cross-entropy only
         candidates = layer_sets(probe_layers, len(model.backbone.stages))
         if not use_cache:
             if candidates != [[len(model.backbone.stages) - 1]]:
@@ -163,7 +168,7 @@ class Classification(Task):
             options["probe_layers"] = stages
         cols = stage_columns(channels, stages)
         val_data = FeatureDataset(val[0][:, cols], val[1]) if val is not None else None
-        head_only = HeadOnly(model.head.classifier, model.label_smoothing)
+        head_only = HeadOnly(model.head.classifier, model.label_smoothing, getattr(model, "criterion", None))
         return TrainingPlan(model=head_only, train=FeatureDataset(train[0][:, cols], train[1]), val=val_data,
                             export=model, model_options=options)
 

@@ -8,16 +8,19 @@ import torch
 from torch import nn
 
 from vision_transfer.backbones.base import Backbone
+from vision_transfer.engine.losses import ClassificationLoss
 from vision_transfer.errors import VTError
 
 from .heads import HEADS, PooledHead, StagePooledHead
 
 
 class Classifier(nn.Module):
-    def __init__(self, backbone: Backbone, head: nn.Module, *, label_smoothing: float = 0.0) -> None:
+    def __init__(self, backbone: Backbone, head: nn.Module, *, label_smoothing: float = 0.0,
+                 criterion: nn.Module | None = None) -> None:
         super().__init__()
         self.backbone, self.head, self.label_smoothing = backbone, head, label_smoothing
         self.head_args: dict = {}   # how build_classifier made the head: lets use_stages rebuild it
+        self.criterion = criterion   # None: plain cross-entropy with label_smoothing
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """`(N, 3, H, W)` normalised images -> `(N, num_classes)` logits."""
@@ -62,14 +65,20 @@ def _head_on_stages(backbone: Backbone, stages: list[int] | None, *, num_classes
 
 def build_classifier(*, backbone: Backbone, num_classes: int, head: Any = "linear", dropout: float = 0.0,
                      hidden_dim: int | None = None, label_smoothing: float = 0.0,
-                     probe_layers: list[int] | None = None, **_: Any) -> Classifier:
-    """`probe_layers`: stage numbers whose pooled maps the head reads (None: the deepest map)."""
+                     probe_layers: list[int] | None = None, loss: str = "ce",
+                     class_weights: list[float] | None = None, focal_gamma: float = 2.0, **_: Any) -> Classifier:
+    """`probe_layers`: stage numbers whose pooled maps the head reads (None: the deepest map);
+    `loss`: ce | focal, with `class_weights` (None: plain cross-entropy with label smoothing)."""
     if num_classes < 2:
         raise VTError(f"classification needs at least 2 classes, got {num_classes}")
     if backbone.out_indices[-1] != len(backbone.stage_info) - 1:   # the deepest map (a ViT's maps are not its stages)
         backbone.out_indices = (*backbone.out_indices, len(backbone.stage_info) - 1)
     options = {"dropout": dropout, "hidden_dim": hidden_dim}
     h = _head_on_stages(backbone, probe_layers, num_classes=num_classes, head=head, options=options)
-    model = Classifier(backbone, h, label_smoothing=label_smoothing)
+    criterion = None
+    if loss != "ce" or class_weights is not None:
+        criterion = ClassificationLoss(num_classes=num_classes, loss=loss, class_weights=class_weights,
+                                       label_smoothing=label_smoothing, focal_gamma=focal_gamma)
+    model = Classifier(backbone, h, label_smoothing=label_smoothing, criterion=criterion)
     model.head_args = {"head": head, "num_classes": num_classes, "options": options}
     return model

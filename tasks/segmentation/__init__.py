@@ -56,16 +56,17 @@ class Segmentation(Task):
     default_backbone_lr_mult = 0.5
     default_schedule = "constant"
     model_options = ("decoder_channels", "head_weights")
-    loss_options = ("dice_weight", "class_weights")
+    loss_options = ("dice_weight", "class_weights", "loss", "focal_gamma")
 
     def build_model(self, *, backbone: Backbone, num_classes: int, head: str | nn.Module | Callable = "unet",
                     decoder_channels: Sequence[int] | None = None, head_weights: str | None = None,
                     dice_weight: float = 1.0,
-                    class_weights: Sequence[float] | None = None, **_: Any) -> SegmentationModel:
+                    class_weights: Sequence[float] | None = None, loss: str = "ce", focal_gamma: float = 2.0,
+                    **_: Any) -> SegmentationModel:
         model = build_segmentation_model(backbone=backbone, num_classes=num_classes, head=head,
                                          decoder_channels=decoder_channels, head_weights=head_weights)
         model.criterion = SegmentationLoss(num_classes=num_classes, dice_weight=dice_weight,
-                                           class_weights=class_weights)
+                                           class_weights=class_weights, focal_gamma=focal_gamma if loss == "focal" else None)
         return model
 
     def build_datasets(self, *, data: Any, image_size: int, preprocessing: Preprocessing, seed: int,

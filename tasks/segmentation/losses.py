@@ -2,7 +2,8 @@
 
 Cross-entropy alone under-weights small objects on small data; adding Dice (smp's
 `DiceLoss(mode="multiclass")`) pulls the foreground overlap up directly. `dice_weight=0` gives
-plain cross-entropy; `class_weights` weight the cross-entropy per class.
+plain cross-entropy; `class_weights` weight the cross-entropy per class; `focal_gamma` turns the
+cross-entropy term into the focal loss (engine/losses.py), for rare classes of few pixels.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ class SegmentationLoss(nn.Module):
     """`loss(logits (N, C, H, W), mask (N, H, W) int64) -> {"loss", "ce", "dice"}`."""
 
     def __init__(self, *, num_classes: int, dice_weight: float = 1.0,
-                 class_weights: Sequence[float] | None = None, ignore_index: int = IGNORE_INDEX) -> None:
+                 class_weights: Sequence[float] | None = None, ignore_index: int = IGNORE_INDEX,
+                 focal_gamma: float | None = None) -> None:
         super().__init__()
         if class_weights is not None and len(class_weights) != num_classes:
             raise VTError(f"train.class_weights has {len(class_weights)} values but there are {num_classes} "
@@ -27,6 +29,7 @@ class SegmentationLoss(nn.Module):
         weight = torch.tensor(list(class_weights), dtype=torch.float32) if class_weights is not None else None
         self.register_buffer("weight", weight, persistent=False)
         self.ignore_index, self.dice_weight = ignore_index, float(dice_weight)
+        self.focal_gamma = focal_gamma
         self.dice = None
         if self.dice_weight > 0:
             from segmentation_models_pytorch.losses import DiceLoss
@@ -35,7 +38,13 @@ class SegmentationLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = logits.float()
-        ce = nn.functional.cross_entropy(logits, mask, weight=self.weight, ignore_index=self.ignore_index)
+        if self.focal_gamma is not None:
+            from vision_transfer.engine.losses import focal_cross_entropy
+
+            ce = focal_cross_entropy(logits, mask, gamma=self.focal_gamma, weight=self.weight,
+                                     ignore_index=self.ignore_index)
+        else:
+            ce = nn.functional.cross_entropy(logits, mask, weight=self.weight, ignore_index=self.ignore_index)
         if not (mask != self.ignore_index).any():   # an all-ignore batch: CE is NaN, contribute nothing
             ce = logits.sum() * 0.0
         out = {"ce": ce.detach()}

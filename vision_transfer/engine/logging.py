@@ -1,5 +1,5 @@
 """Run logging: a rich progress bar per epoch, one line per epoch on the console, metrics.jsonl,
-and TensorBoard scalars when tensorboard is installed."""
+curves.png (engine/curves.py), and TensorBoard scalars when tensorboard is installed."""
 from __future__ import annotations
 
 import contextlib
@@ -26,8 +26,12 @@ class RunLogger:
         self.enabled, self.show_progress = enabled, show_progress
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.tb = None
+        self.curves = None
         if enabled and self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            from .curves import CurvesWriter
+
+            self.curves = CurvesWriter(self.out_dir)
             if tensorboard:
                 with contextlib.suppress(Exception):
                     from torch.utils.tensorboard import SummaryWriter
@@ -61,6 +65,8 @@ class RunLogger:
         if self.out_dir is not None:
             with open(self.out_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row, default=json_default) + "\n")
+        if self.curves is not None:
+            self.curves.update(row, monitor=monitor)
         if self.tb is not None:
             for k, v in _scalars(row).items():
                 self.tb.add_scalar(k, v, row["epoch"])
@@ -74,6 +80,8 @@ class RunLogger:
         rows = [r for r in rows if r.get("epoch", 0) <= upto_epoch]
         if self.enabled:
             path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            if self.curves is not None:
+                self.curves.rows = list(rows)
         return rows
 
     def note(self, text: str) -> None:
@@ -81,5 +89,7 @@ class RunLogger:
             console.print(f"[dim]{text}[/dim]")
 
     def close(self) -> None:
+        if self.curves is not None:
+            self.curves.draw()
         if self.tb is not None:
             self.tb.close()

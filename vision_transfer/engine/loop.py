@@ -79,8 +79,10 @@ def make_loader(dataset: Dataset, task: Task, *, batch_size: int, train: bool, s
 def train_one_epoch(model: nn.Module, task: Task, loader: DataLoader, *, optimizer: torch.optim.Optimizer,
                     scheduler: Any, rt: Runtime, dtype: torch.dtype | None, channels_last: bool,
                     scaler: torch.amp.GradScaler | None, grad_accum: int = 1, grad_clip: float | None = None,
-                    epoch: int = 0, progress: Any = None, sync_every: int = 10, start_step: int = 0) -> dict[str, float]:
-    """One pass over `loader`; stops with a clear error on a non-finite loss.
+                    epoch: int = 0, progress: Any = None, sync_every: int = 10, start_step: int = 0,
+                    on_step: Callable[[], None] | None = None) -> dict[str, float]:
+    """One pass over `loader`; stops with a clear error on a non-finite loss. `on_step()` runs
+    after every optimizer step (e.g. an EMA of the weights, engine/ema.py).
 
     The running loss stays on the device and is read (a host sync) only every `sync_every` steps
     and at the end, so a GPU is never stalled once per step just to print a number."""
@@ -112,6 +114,8 @@ def train_one_epoch(model: nn.Module, task: Task, loader: DataLoader, *, optimiz
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
+            if on_step is not None:
+                on_step()
             check_stop(epoch=epoch, step=step + 1)   # SIGTERM / Ctrl-C: stop at this step boundary
         bs = task.batch_size_of(batch)
         running += loss.detach().double() * bs
@@ -214,7 +218,8 @@ def fit(model: nn.Module, task: Task, *, train_data: Dataset, val_data: Dataset 
 
     `export_model` is what checkpoints store when it differs from what trains (a linear probe on
     cached features trains only the head; the checkpoint holds backbone + head).
-    `callbacks` are called as `cb(epoch, row)` after each epoch (epoch is 1-based)."""
+    `callbacks` are called as `cb(epoch, row)` after each epoch (epoch is 1-based); a callback
+    with an `on_step()` method has it called after every optimizer step too."""
     s, rt = settings, runtime
     tr = _setup(model, task, train_data, val_data, s, rt, export_model)
     prog = _Progress(monitor=task.monitor if val_data is not None else "train_loss")
@@ -225,7 +230,8 @@ def fit(model: nn.Module, task: Task, *, train_data: Dataset, val_data: Dataset 
     for epoch in range(prog.start, s.train.epochs):
         try:
             row, metrics = _run_epoch(tr, task, epoch, s, rt, logger, classes,
-                                      start_step=prog.start_step if epoch == prog.start else 0)
+                                      start_step=prog.start_step if epoch == prog.start else 0,
+                                      on_step=_step_hook(callbacks))
         except StopRequested as stop:   # save the step boundary, then let the CLI exit 130 / 143
             if rt.is_main and out_dir is not None:
                 path = Path(out_dir) / "checkpoints" / "last.pt"
@@ -309,7 +315,8 @@ def _restore(tr: _Training, prog: _Progress, resume: str | Path, logger: RunLogg
 
 
 def _run_epoch(tr: _Training, task: Task, epoch: int, s: FitSettings, rt: Runtime, logger: RunLogger,
-               classes: list[str], *, start_step: int = 0) -> tuple[dict, dict]:
+               classes: list[str], *, start_step: int = 0,
+               on_step: Callable[[], None] | None = None) -> tuple[dict, dict]:
     """The epoch's transfer plan, one pass over the train loader, validation; -> (row, metrics)."""
     if tr.num_stages:
         plan = plan_transfer(s.transfer, num_stages=tr.num_stages, epoch=epoch)
@@ -323,7 +330,7 @@ def _run_epoch(tr: _Training, task: Task, epoch: int, s: FitSettings, rt: Runtim
         stats = train_one_epoch(tr.train_model, task, tr.train_loader, optimizer=tr.optimizer,
                                 scheduler=tr.scheduler, rt=rt, dtype=tr.dtype, channels_last=tr.channels_last,
                                 scaler=tr.scaler, grad_accum=s.train.grad_accum, grad_clip=s.train.grad_clip,
-                                epoch=epoch, progress=progress, start_step=start_step)
+                                epoch=epoch, progress=progress, start_step=start_step, on_step=on_step)
     metrics: dict[str, Any] = {}
     if tr.val_loader is not None:
         metrics = public_metrics(evaluate(tr.model, task, tr.val_loader, device=rt.device, classes=classes,
@@ -342,6 +349,17 @@ def _save_checkpoints(tr: _Training, prog: _Progress, out_dir: Path, *, epoch: i
     if improved:
         save_atomic({k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "scaler")},
                     out_dir / "checkpoints" / "best.pt")
+
+
+def _step_hook(callbacks: Sequence[Any]) -> Callable[[], None] | None:
+    hooks = [cb.on_step for cb in callbacks if callable(getattr(cb, "on_step", None))]
+    if len(hooks) <= 1:
+        return hooks[0] if hooks else None
+
+    def run_all() -> None:
+        for h in hooks:
+            h()
+    return run_all
 
 
 def _or(value: Any, default: Any) -> Any:
