@@ -51,7 +51,7 @@ def test_backbones_json_lists_the_registry_offline_flags():
     assert len(rows) >= 25
     for name in ("resnet18", "resnet50", "efficientnet_b0", "densenet121", "vgg16", "mobilenet_v3_large",
                  "convnext_tiny", "tf_efficientnet_lite0"):
-        assert name in rows and set(rows[name]) == {"name", "family", "weights", "offline"}
+        assert name in rows and {"name", "family", "weights", "offline"} <= set(rows[name])   # + licence
     assert rows["tf_efficientnet_lite0"]["offline"] is True
 
 
