@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,8 +119,11 @@ def test_bad_masks_are_an_error_or_a_counted_skip(tmp_path):
     data = DataConfig(format="masks", classes=["background", "fg"], val_split=0,
                       train={"images": str(tmp_path / "images"), "masks": str(tmp_path / "masks")})
     pre = create_backbone("resnet18").preprocessing
-    with pytest.warns(UserWarning, match="s1.png"):
-        splits = build_splits(data=data, image_size=32, preprocessing=pre, seed=0)
+    from vision_transfer import report
+
+    report.reset()
+    splits = build_splits(data=data, image_size=32, preprocessing=pre, seed=0)   # counted, listed at the run's end
+    assert [(Path(r["path"]).name, r["reason"]) for r in report.skipped()] == [("s1.png", "mask-size-mismatch")]
     assert len(splits.train) == 2
     assert splits.info == {"images_without_mask": 1, "mask_size_mismatch": 1}
     bad = np.zeros((64, 64), np.uint8)
