@@ -35,6 +35,12 @@ def test_lbfgs_reaches_the_optimum_scikit_learn_finds(C):
     w, b, _ = fit_softmax(xs, y, num_classes=3, C=C)
     sk = sklearn.LogisticRegression(C=C, tol=1e-10, max_iter=10_000).fit(xs.numpy(), y.numpy())
     ws, bs = torch.tensor(sk.coef_), torch.tensor(sk.intercept_)
+    # two classes: scikit-learn's one weight vector is our w1 - w0 at the same C
+    x2, y2 = _blobs(60, k=2)
+    xs2 = Standardiser.fit(x2.double())(x2.double())
+    w2, _, _ = fit_softmax(xs2, y2, num_classes=2, C=C)
+    sk2 = sklearn.LogisticRegression(C=C, tol=1e-10, max_iter=10_000).fit(xs2.numpy(), y2.numpy())
+    assert torch.allclose(w2[1] - w2[0], torch.tensor(sk2.coef_[0]), atol=1e-4)
 
     def obj(w, b):  # scikit-learn's objective divided by C n
         return float(torch.nn.functional.cross_entropy(xs @ w.T + b, y) + 0.5 / (C * len(y)) * (w * w).sum())

@@ -5,7 +5,8 @@ On frozen features the probe is a convex problem, small enough to solve exactly 
     minimise   mean_i CE(x_i W + b, y_i)  +  ||W||^2 / (2 C n)
 
 (scikit-learn's `LogisticRegression(C=C)` objective divided by `C n`: the same optimum, so the
-same `C` means the same model; the intercept is not penalised). Features are standardised with
+same `C` means the same model; the intercept is not penalised; for two classes the penalty is
+doubled, see `fit_softmax`). Features are standardised with
 the train split's mean and std; L-BFGS with a strong-Wolfe line search runs in float64 on the CPU.
 `C` is chosen on a log grid, warm-started from strong to weak regularisation (the regularisation
 path of `LogisticRegressionCV`), by validation accuracy (ties: lower validation log-loss), on the
@@ -85,7 +86,9 @@ def fit_softmax(x: torch.Tensor, y: torch.Tensor, *, num_classes: int, C: float,
     # targets as F.cross_entropy(label_smoothing=e) defines them: (1 - e) one-hot + e / K
     t = torch.full((n, num_classes), label_smoothing / num_classes, dtype=x.dtype)
     t[torch.arange(n), y] += 1.0 - label_smoothing
-    lam = 1.0 / (C * n)
+    # two classes: scikit-learn fits one weight vector d = w1 - w2, and at the optimum w1 = -w2 = d / 2,
+    # so ||W||^2 = ||d||^2 / 2; twice the strength makes the same C the same model there too
+    lam = (2.0 if num_classes == 2 else 1.0) / (C * n)
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=tol,
                             tolerance_change=1e-12, line_search_fn="strong_wolfe")
 
@@ -236,7 +239,8 @@ def objective(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, y: torc
     st = Standardiser.fit(x.double())
     w = weight.double() * st.std                 # raw -> standardised weights
     b = bias.double() + weight.double() @ st.mean
-    return log_loss(w, b, st(x.double()), y) + 0.5 / (C * len(y)) * float((w * w).sum())
+    k = 2.0 if weight.shape[0] == 2 else 1.0
+    return log_loss(w, b, st(x.double()), y) + 0.5 * k / (C * len(y)) * float((w * w).sum())
 
 
 __all__ = ["DEFAULT_CS", "ProbeFit", "Standardiser", "fit_softmax", "solve_probe", "stratified_folds",
