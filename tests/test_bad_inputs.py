@@ -365,7 +365,7 @@ def test_mask_problems_are_skipped_and_counted(tmp_path):
 @pytest.mark.parametrize("override,needles", [
     ("train.epoch=3", ["unknown config key 'train.epoch'", "did you mean 'train.epochs'"]),
     ("train.epochs=three", ["config key 'train.epochs'", "'three'"]),
-    ("train.batch_size=0", ["config key 'train.batch_size'", "greater than or equal to 1"]),
+    ("train.batch_size=0", ["config key 'train.batch_size'", "whole number >= 1"]),
     ("data.format=tiff", ["config key 'data.format'"]),
     ("train.lr=[1, 2", ["not valid YAML"]),
     ("epochs", ["is not key=value"]),

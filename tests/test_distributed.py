@@ -12,7 +12,7 @@ import pytest
 
 def _args(root, out):
     return ["train", "classification", "data.format=folder", f"data.root={root}", "model.backbone=tf_efficientnet_lite0",
-            "transfer.strategy=linear_probe", "train.epochs=4", "train.image_size=32", "train.batch_size=8",
+            "transfer.strategy=linear_probe", "transfer.probe_solver=sgd", "train.epochs=4", "train.image_size=32", "train.batch_size=8",
             "data.num_workers=0", "run.tensorboard=false", f"run.out_dir={out}"]
 
 

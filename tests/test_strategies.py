@@ -157,7 +157,7 @@ def test_unfreezing_schedules_epoch_by_epoch():
 def test_bad_settings_are_one_line_errors():
     from vision_transfer.config import load_config
 
-    with pytest.raises(VTError, match="'linear_probe', 'finetune', 'gradual_unfreeze' or 'lp_ft'"):
+    with pytest.raises(VTError, match="'linear_probe', 'finetune', 'gradual_unfreeze', 'lp_ft', 'lora' or 'bitfit'"):
         load_config("classification", overrides=["transfer.strategy=probe"])
     with pytest.raises(VTError, match="5 stages"):
         plan_transfer(TransferConfig(strategy="finetune", freeze_layers=6), num_stages=5)

@@ -137,8 +137,11 @@ def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: An
                                  **_probe_options(cfg.transfer))
     meta["model_spec"]["options"].update(plan.model_options)
     tuned.update(resolve_sampler(cfg, plan, splits))   # data.sampler=balanced
-    lr = resolve_lr(cfg, task, plan, opt={"lr": cfg.train.lr, "backbone_lr_mult": cfg.transfer.backbone_lr_mult},
-                    rt=rt, batch_size=batch_size, out_dir=out_dir if rt.is_main else None, tuned=tuned)
+    if plan.solve:   # a solved probe has no learning rate to find
+        lr = task.default_lr_for(cfg.transfer.strategy) if cfg.train.lr == "auto" else cfg.train.lr
+    else:
+        lr = resolve_lr(cfg, task, plan, opt={"lr": cfg.train.lr, "backbone_lr_mult": cfg.transfer.backbone_lr_mult},
+                        rt=rt, batch_size=batch_size, out_dir=out_dir if rt.is_main else None, tuned=tuned)
     cfg = replace(cfg, train={"lr": lr, "batch_size": batch_size})   # "auto" -> the numbers found
     ema = ema_callback(cfg, task, plan, splits, rt=rt, batch_size=batch_size, out_dir=out_dir, meta=meta)
     fit_task, plan = adaptation.wrap(plan) if adaptation else (task, plan)

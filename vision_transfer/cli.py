@@ -37,7 +37,7 @@ COMMAND_KEYS: dict[str, tuple[str, ...] | None] = {
     "export": (),
     "convert": (),
     "adapt": ("train.batch_size", "train.device"),
-    "rank": ("data.", "model.", "train.", "rank."),
+    "rank": ("data.", "model.", "train.", "rank.", "run."),
     "doctor": ("data.", "model.", "train.image_size", "train.seed", "run.out_dir"),
     "backbones": (),
 }
@@ -355,7 +355,11 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     rest, overrides = split_overrides(argv)
-    args = build_parser().parse_args(rest)
+    args, extra = build_parser().parse_known_args(rest)
+    if extra:   # e.g. `train.epochs 5`: say what an override looks like, in one line
+        print(f"vt {args.command}: error: {extra[0]!r} is not key=value (example: train.epochs=5) nor a flag of "
+              f"vt {args.command} (see vt {args.command} --help)", file=sys.stderr)
+        return 2
     try:
         return _run_stoppable(args, overrides)
     except VTError as e:

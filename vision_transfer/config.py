@@ -136,6 +136,11 @@ class TrainConfig(_Section):
     def _positive_or_auto(cls, v: Any, info: Any) -> Any:
         if v is None or v == "auto":
             return v
+        if isinstance(v, str):   # YAML 1.1 reads 3e-4 (no dot) as a string
+            try:
+                v = float(v)
+            except ValueError:
+                pass
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
         if info.field_name == "batch_size":
             ok = ok and float(v).is_integer()
@@ -170,6 +175,8 @@ class StudyConfig(_Section):
     backbones: list[str] | None = None   # NAME or NAME@WEIGHTS (as rank.backbones): the strategies once per backbone
     probe_layers: list[int | str | list[int]] | None = None   # linear probes per stage set: [0, 1, 2, all]
     adapt: list[str] | None = None    # domain-adaptation axis: [none, adabn, dann, ...] (needs adapt.target.*)
+    # a weights axis: every strategy (but scratch) once per entry: imagenet, none, a file (vt pretrain's backbone)
+    weights: list[str] | None = None
 
 
 class RankConfig(_Section):
@@ -195,8 +202,6 @@ class AdaptConfig(_Section):
     select: Literal["source_val", "snd"] = "source_val"   # what picks best.pt; snd: label-free (classification)
     diagnostics: bool = True               # proxy A-distance before/after and the PCA plot
     diagnostic_images: int = Field(400, ge=10)   # per domain, for those diagnostics
-    # a weights axis: every strategy (but scratch) once per entry: imagenet, none, a file (vt pretrain's backbone)
-    weights: list[str] | None = None
 
 
 class Config(_Section):

@@ -116,7 +116,8 @@ def lr_find(cfg: Config) -> tuple[Any, Path]:
     batch_size = resolve_batch_size(cfg, task, model, splits.train, rt=rt, tuned={})
     plan = task.prepare_training(model, splits, strategy=cfg.transfer.strategy,
                                  cache_features=cfg.transfer.cache_features, device=rt.device,
-                                 batch_size=batch_size, num_workers=cfg.data.num_workers)
+                                 batch_size=batch_size, num_workers=cfg.data.num_workers,
+                                 probe_solver="sgd")   # a range test needs the gradient-trained head
     return run_lr_find(cfg, task, plan, rt=rt, batch_size=batch_size, backbone_lr_mult=cfg.transfer.backbone_lr_mult,
                        out_dir=out_dir), out_dir
 

@@ -95,7 +95,7 @@ class Classification(Task):
         return strategy == "linear_probe"   # pooled features computed once: ~10x faster
 
     def build_model(self, *, backbone, num_classes, head="linear", **options) -> nn.Module:
-        return build_classifier(backbone=backbone, num_classes=num_classes, head=head, **options)
+        return build_classifier(backbone=backbone, num_classes=num_classes, head=self.resolve_head(head), **options)
 
     def build_datasets(self, *, data, image_size, preprocessing, seed, augment=True) -> DataSplits:
         train_items, val_items = read_split_items(data, seed=data.split_seed)

@@ -63,7 +63,7 @@ class Segmentation(Task):
                     dice_weight: float = 1.0,
                     class_weights: Sequence[float] | None = None, loss: str = "ce", focal_gamma: float = 2.0,
                     **_: Any) -> SegmentationModel:
-        model = build_segmentation_model(backbone=backbone, num_classes=num_classes, head=head,
+        model = build_segmentation_model(backbone=backbone, num_classes=num_classes, head=self.resolve_head(head),
                                          decoder_channels=decoder_channels, head_weights=head_weights)
         model.criterion = SegmentationLoss(num_classes=num_classes, dice_weight=dice_weight,
                                            class_weights=class_weights, focal_gamma=focal_gamma if loss == "focal" else None)
