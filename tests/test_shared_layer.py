@@ -133,17 +133,19 @@ def _register_test_heads():
     from vision_transfer.tasks.detection import DetectorInputs  # noqa: F401 - documents the contract
     from vision_transfer.tasks.detection.heads import HEADS as DET
 
-    if "meanmax" not in vt.get_task("classification").heads:
-        @vt.register_head("classification", "meanmax")
+    if "meanmax_test" not in vt.get_task("classification").heads:
+        @vt.register_head("classification", "meanmax_test")
         def meanmax(*, in_channels, num_classes, **_):
             """mean and max pooled features, one linear layer"""
             return _MeanMax(in_channels, num_classes)
 
+    if "retina_alias" not in vt.get_task("detection").heads:
         @vt.register_head("detection", "retina_alias", background=DET.meta("retinanet").get("background", False))
         def retina_alias(spec):
             """RetinaNet under another name"""
             return DET.get("retinanet")(spec)
 
+    if "conv1x1" not in vt.get_task("segmentation").heads:
         @vt.register_head("segmentation", "conv1x1")
         def conv1x1(*, feature_info, num_classes, **_):
             """one 1x1 convolution on the stride-4 map"""
@@ -194,7 +196,7 @@ def _task_data(task: str, root: Path) -> dict:
             "data.val.images": str(root / "val/images"), "data.val.masks": str(root / "val/masks")}
 
 
-@pytest.mark.parametrize("task,head", [("classification", "meanmax"), ("detection", "retina_alias"),
+@pytest.mark.parametrize("task,head", [("classification", "meanmax_test"), ("detection", "retina_alias"),
                                        ("segmentation", "conv1x1")])
 def test_a_head_by_name_on_a_custom_backbone_trains_checkpoints_loads_and_predicts(task, head, tmp_path):
     """name -> model.head=NAME -> train -> checkpoint -> vt.load_model -> predict, on the few-line
