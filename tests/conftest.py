@@ -33,3 +33,15 @@ def write_shapes_folder(root: Path, *, train_per_class: int = 8, val_per_class: 
 @pytest.fixture(scope="session")
 def shapes_folder(tmp_path_factory) -> Path:
     return write_shapes_folder(tmp_path_factory.mktemp("shapes"))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`): on a
+    shared 2-core machine two threads wait on each other (3-5x slower detection steps)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

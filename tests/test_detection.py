@@ -19,13 +19,7 @@ SMALLEST = {"alexnet": "alexnet", "vgg": "vgg11", "resnet": "resnet18", "densene
             "regnet": "regnet_y_400mf"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads wait on each other (3-5x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest: one intra-op thread
 
 
 def _batch(n=2, size=64):

@@ -13,12 +13,7 @@ from vision_transfer.tasks.detection.yolo import AssignerSettings, assign
 NEW_HEADS = ("fcos", "ssdlite", "yolo")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest: one intra-op thread
 
 
 @pytest.fixture(scope="module")

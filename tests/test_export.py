@@ -24,12 +24,7 @@ MODELS = {"classification": ("mobilenet_v3_small", "default", {}),
           "detection": ("mobilenet_v3_small", "fasterrcnn", {"fpn_channels": 16, "image_size": 64})}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest: one intra-op thread
 
 
 def write_checkpoint(path, task: str, *, backbone: str, head: str = "default", image_size: int = 64,

@@ -9,6 +9,16 @@ from pathlib import Path
 from .files import atomic_path, write_json, write_text
 
 
+# the "which layers transfer" axes of a study: (axis, heading, what a row is, row header, plot)
+_LAYER_SECTIONS = (
+    ("freeze_layers", "Which layers transfer", "Pretrained weights fine-tuned with the first k backbone stages frozen.",
+     "frozen stages", "study_layers.png"),
+    ("probe_layers", "Which layers transfer, probed",
+     "A linear probe on the pooled maps of each stage (set); C by cross-validation on the train images.",
+     "stages", "study_probe_layers.png"),
+)
+
+
 def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float | None, float | None]:
     """`(mean, low, high)`: Student-t interval of the mean over seeds (None, None for one value)."""
     n = len(values)
@@ -94,20 +104,12 @@ def study_markdown(summary: list[dict], rows: list[dict], *, task: str, monitor:
         lines += _table(strategy, row_key="strategy", col_key="samples_per_class", row_name="strategy",
                         col_name="per class")
         lines += ["", "![learning curves](study.png)", ""]
-    layers = [s for s in summary if s["axis"] == "freeze_layers"]
-    if layers:
-        lines += ["## Which layers transfer", "",
-                  "Pretrained weights fine-tuned with the first k backbone stages frozen.", ""]
-        lines += _table(layers, row_key="freeze_layers", col_key="samples_per_class", row_name="frozen stages",
-                        col_name="per class")
-        lines += ["", "![which layers transfer](study_layers.png)", ""]
-    probes = [s for s in summary if s["axis"] == "probe_layers"]
-    if probes:
-        lines += ["## Which layers transfer, probed", "",
-                  "A linear probe on the pooled maps of each stage (set); C by cross-validation on the train images.", ""]
-        lines += _table(probes, row_key="probe_layers", col_key="samples_per_class", row_name="stages",
-                        col_name="per class")
-        lines += ["", "![probe per stage](study_probe_layers.png)", ""]
+    for axis, title, intro, row_name, png in _LAYER_SECTIONS:
+        part = [s for s in summary if s["axis"] == axis]
+        if part:
+            lines += [f"## {title}", "", intro, ""]
+            lines += _table(part, row_key=axis, col_key="samples_per_class", row_name=row_name, col_name="per class")
+            lines += ["", f"![{title.lower()}]({png})", ""]
     seconds = {}
     for r in rows:
         name = {"strategy": r["strategy"], "freeze_layers": f"freeze {r['freeze_layers']}"}.get(
