@@ -61,7 +61,7 @@ def build_model(task: str, *, backbone: str | Backbone = "tf_efficientnet_lite0"
     name, a module or a builder callable)."""
     t = get_task(task)
     bb = create_backbone(backbone, weights=weights, out_indices=out_indices)
-    return t.build_model(backbone=bb, num_classes=num_classes, head=t.resolve_head(head), **options)
+    return t.build_model(backbone=bb, num_classes=num_classes, head=head, **options)   # the task resolves "default"
 
 
 def resolve_config(task: str, config: Config | dict | str | os.PathLike | None,

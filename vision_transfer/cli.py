@@ -248,6 +248,7 @@ def _run(args: argparse.Namespace, overrides: list[str]) -> int:
     cmd = args.command
     check_keys(cmd, overrides)
     overrides = merge_aliases(args, overrides)
+    args.overrides = overrides   # for the commands that load their own config (doctor, rank, pretrain, lr-find)
     if cmd == "backbones":
         from .backbones.listing import print_backbones
 
@@ -295,7 +296,6 @@ def _run(args: argparse.Namespace, overrides: list[str]) -> int:
     if cmd == "pretrain":
         from .pretrain.run import pretrain_command
 
-        args.overrides = overrides
         return pretrain_command(args)
     if cmd == "export":
         from .export.cli import export_command
@@ -308,17 +308,14 @@ def _run(args: argparse.Namespace, overrides: list[str]) -> int:
     if cmd == "lr-find":
         from .tuning import lr_find_command
 
-        args.overrides = overrides
         return lr_find_command(args)
     if cmd == "rank":
         from .ranking.rank import rank_command
 
-        args.overrides = overrides
         return rank_command(args)
     if cmd == "doctor":
         from .doctor import doctor_command
 
-        args.overrides = overrides
         return doctor_command(args)
     if cmd == "demo":
         from .demo import run_demo

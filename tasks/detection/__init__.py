@@ -51,10 +51,11 @@ class Detection(Task):
         if num_classes < 1:
             raise VTError("detection needs at least one object class (data.classes or the annotations' categories)")
         image_size = image_size or self.default_image_size
+        head = self.resolve_head(head)
         if isinstance(backbone, coco_detectors.CocoDetectorBackbone):
             return coco_detectors.build(backbone, num_classes=num_classes, head=head, image_size=image_size,
                                         anchor_sizes=anchor_sizes, aspect_ratios=aspect_ratios)
-        builder, background = _resolve_head(self.resolve_head(head))
+        builder, background = _resolve_head(head)
         spec = DetectorInputs(backbone=backbone, num_classes=num_classes, levels=select_levels(backbone),
                               fpn_channels=fpn_channels, anchor_sizes=anchor_sizes, aspect_ratios=aspect_ratios,
                               image_size=image_size)

@@ -29,7 +29,6 @@ def predict_images(task: Any, model: nn.Module, paths: Sequence[Path], *, out_di
     model.eval()
     report.reset()
     rows: list[dict] = []
-    skipped: list[str] = []
     items = list(zip(paths, unique_stems([Path(p) for p in paths])))
     for start in range(0, len(items), max(1, batch_size)):
         loaded = []
@@ -37,7 +36,6 @@ def predict_images(task: Any, model: nn.Module, paths: Sequence[Path], *, out_di
             try:
                 loaded.append((path, stem, read_image(path)))
             except BadImage as e:
-                skipped.append(str(e))
                 report.skip(path, getattr(e, "reason", "unreadable"), str(e))
         if not loaded:
             continue
@@ -47,6 +45,6 @@ def predict_images(task: Any, model: nn.Module, paths: Sequence[Path], *, out_di
             files = task.draw(image, result, out_dir=out_dir, stem=stem, meta=meta)
             rows.append({"image": str(path), **files, **{k: v for k, v in result.items() if not k.startswith("_")}})
     write_json(out_dir / "predictions.json", rows)
-    if skipped:
+    if report.skipped():
         report.finish(out_dir, total=len(items))   # `skipped 1 of 9 images: 1 truncated; see OUT/skipped.json`
     return rows
