@@ -79,18 +79,25 @@ def resolve_solver(solver: str, head: nn.Module, *, cached: bool) -> str:
 def choose(candidates: list[list[int]], channels: list[int], train: tuple, val: tuple | None, *,
            num_classes: int, C: float | None, select: str, label_smoothing: float) -> tuple[list[int], ProbeFit, list]:
     """Solve every candidate stage set; `(best stages, its fit, [(stages, fit), ...])`. The best:
-    highest selection accuracy, then lower log-loss, then the earlier candidate."""
-    tried = []
-    for stages in candidates:
+    highest selection accuracy, then lower log-loss, then the earlier candidate. With several
+    candidates they are ranked at scikit-learn's tolerance (1e-4) and the winner solved again at
+    the full one: the ranking needs no tighter optimum (measured on digits, ELPV and shapes, 3 splits
+    each: the same picks and test accuracies in a third of the time)."""
+    def solve(stages: list[int], tol: float) -> ProbeFit:
         cols = stage_columns(channels, stages)
-        fit = solve_probe(train[0][:, cols], train[1], *((val[0][:, cols], val[1]) if val else (None, None)),
-                          num_classes=num_classes, C=C, select=select, label_smoothing=label_smoothing)
-        tried.append((stages, fit))
-    if len(tried) == 1:
-        return tried[0][0], tried[0][1], tried
+        return solve_probe(train[0][:, cols], train[1], *((val[0][:, cols], val[1]) if val else (None, None)),
+                           num_classes=num_classes, C=C, select=select, label_smoothing=label_smoothing, tol=tol)
+
+    if len(candidates) == 1:
+        fit = solve(candidates[0], 1e-6)
+        return candidates[0], fit, [(candidates[0], fit)]
+    tried = [(stages, solve(stages, 1e-4)) for stages in candidates]
     best = max(range(len(tried)), key=lambda i: (tried[i][1].best.get("accuracy", 0.0),
                                                   -tried[i][1].best.get("log_loss", 0.0), -i))
-    return tried[best][0], tried[best][1], tried
+    stages = tried[best][0]
+    fit = solve(stages, 1e-6)
+    tried[best] = (stages, fit)
+    return stages, fit, tried
 
 
 def write_into(model: nn.Module, stages: list[int], fit: ProbeFit) -> None:

@@ -112,7 +112,7 @@ def _score(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -
 
 
 def _regularisation_path(problems: list[tuple], *, num_classes: int, Cs: Sequence[float], label_smoothing: float,
-                         patience: int = PATIENCE) -> tuple[list[dict], list[tuple]]:
+                         patience: int = PATIENCE, tol: float = 1e-6) -> tuple[list[dict], list[tuple]]:
     """Solve every `(x, y, held_x, held_y)` along `Cs` (ascending, each warm-started from its
     previous C), scoring on the held-out parts pooled. Weak regularisation is the slow end (nearly
     separable data), so the walk stops once `patience` Cs in a row have not beaten the best.
@@ -124,7 +124,7 @@ def _regularisation_path(problems: list[tuple], *, num_classes: int, Cs: Sequenc
         correct, loss, sols, iters = 0, 0.0, [], 0
         for j, (x, y, hx, hy) in enumerate(problems):
             w, b, it = fit_softmax(x, y, num_classes=num_classes, C=C, init=inits[j],
-                                   label_smoothing=label_smoothing)
+                                   label_smoothing=label_smoothing, tol=tol)
             inits[j] = (w, b)
             c, l = _score(w, b, hx, hy)
             correct, loss, iters = correct + c, loss + l, iters + it
@@ -175,14 +175,17 @@ def _threads_for(work: float) -> Iterator[None]:
 def solve_probe(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor | None = None,
                 val_y: torch.Tensor | None = None, *, num_classes: int, Cs: Sequence[float] = DEFAULT_CS,
                 C: float | None = None, select: str = "auto", folds: int = 5, label_smoothing: float = 0.0,
-                seed: int = 0) -> ProbeFit:
-    """The optimal probe on `train_x (N, D)`, `C` fixed or chosen (`select`: auto | val | cv)."""
+                seed: int = 0, tol: float = 1e-6) -> ProbeFit:
+    """The optimal probe on `train_x (N, D)`, `C` fixed or chosen (`select`: auto | val | cv).
+    `tol` (largest gradient entry) applies to the fits that choose C; a looser one (scikit-learn
+    stops at 1e-4) is enough to rank candidates."""
     with _threads_for(float(train_x.shape[0]) * train_x.shape[1] * num_classes):
         return _solve(train_x, train_y, val_x, val_y, num_classes=num_classes, Cs=Cs, C=C, select=select,
-                      folds=folds, label_smoothing=label_smoothing, seed=seed)
+                      folds=folds, label_smoothing=label_smoothing, seed=seed, tol=tol)
 
 
-def _solve(train_x, train_y, val_x, val_y, *, num_classes, Cs, C, select, folds, label_smoothing, seed) -> ProbeFit:
+def _solve(train_x, train_y, val_x, val_y, *, num_classes, Cs, C, select, folds, label_smoothing, seed,
+           tol) -> ProbeFit:
     st = Standardiser.fit(train_x.double())
     x, y = st(train_x.double()), train_y.long()
     Cs = sorted(Cs)
@@ -195,16 +198,16 @@ def _solve(train_x, train_y, val_x, val_y, *, num_classes, Cs, C, select, folds,
         if val_x is None or not len(val_x):
             raise ValueError("select='val' needs validation features")
         scores, sols = _regularisation_path([(x, y, st(val_x.double()), val_y.long())], num_classes=num_classes,
-                                            Cs=Cs, label_smoothing=label_smoothing)
+                                            Cs=Cs, label_smoothing=label_smoothing, tol=tol)
         i = _pick(scores)
         return ProbeFit(*st.unstandardise(*sols[i][0]), C=Cs[i], selection="val", scores=scores,
                         iterations=sum(s["iterations"] for s in scores))
     return _cross_validated(train_x.double(), y, num_classes=num_classes, Cs=Cs, folds=folds,
-                            label_smoothing=label_smoothing, seed=seed)
+                            label_smoothing=label_smoothing, seed=seed, tol=tol)
 
 
 def _cross_validated(raw_x: torch.Tensor, y: torch.Tensor, *, num_classes: int, Cs: list[float], folds: int,
-                     label_smoothing: float, seed: int) -> ProbeFit:
+                     label_smoothing: float, seed: int, tol: float) -> ProbeFit:
     """C by stratified k-fold CV on the train split (each fold standardised on its own train part),
     then one fit on all of it. Classes with a single image cannot be held out: k >= 2 needs two."""
     counts = torch.bincount(y, minlength=num_classes)
@@ -219,7 +222,8 @@ def _cross_validated(raw_x: torch.Tensor, y: torch.Tensor, *, num_classes: int, 
         tr, te = fold != f, fold == f
         fs = Standardiser.fit(raw_x[tr])
         problems.append((fs(raw_x[tr]), y[tr], fs(raw_x[te]), y[te]))
-    scores, _ = _regularisation_path(problems, num_classes=num_classes, Cs=Cs, label_smoothing=label_smoothing)
+    scores, _ = _regularisation_path(problems, num_classes=num_classes, Cs=Cs, label_smoothing=label_smoothing,
+                                     tol=tol)
     i = _pick(scores)
     iters = sum(s["iterations"] for s in scores)
     init, x = None, st(raw_x)   # the final fit walks the same path up to the chosen C (warm starts)
