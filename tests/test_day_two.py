@@ -173,6 +173,20 @@ def test_focal_loss_and_balanced_sampler_train_a_probe(shapes_folder, tmp_path):
     assert run.metrics["accuracy"] > 1 / 3
 
 
+def test_a_balanced_sampler_alone_sends_the_probe_to_epochs_and_refuses_the_solver(shapes_folder, tmp_path):
+    # the solved probe fits the cached tensor in one go: a sampler would be ignored, silently
+    probe = {"model.weights": "imagenet", "transfer.strategy": "linear_probe", "train.epochs": 2,
+             "data.sampler": "balanced"}
+    _train(shapes_folder, tmp_path / "auto", **probe)
+    rows = (tmp_path / "auto" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 2 and "probe_layers" not in json.loads(rows[-1])   # two epochs, not one solve
+    with pytest.raises(VTError, match="probe_solver=lbfgs .*data.sampler=balanced"):
+        _train(shapes_folder, tmp_path / "lbfgs", **probe, **{"transfer.probe_solver": "lbfgs"})
+    with pytest.raises(VTError, match="probe_solver=lbfgs fits plain cross-entropy"):
+        _train(shapes_folder, tmp_path / "focal", **{**probe, "data.sampler": "random", "train.loss": "focal",
+                                                     "transfer.probe_solver": "lbfgs"})
+
+
 def test_segmentation_takes_focal_loss_and_auto_class_weights(tmp_path):
     from vision_transfer.tasks.segmentation.losses import SegmentationLoss
 

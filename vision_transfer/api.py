@@ -134,7 +134,7 @@ def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: An
     plan = task.prepare_training(model, splits, strategy=cfg.transfer.strategy,
                                  cache_features=cfg.transfer.cache_features, device=rt.device,
                                  batch_size=batch_size, num_workers=cfg.data.num_workers,
-                                 **_probe_options(cfg.transfer))
+                                 **_probe_options(cfg))
     meta["model_spec"]["options"].update(plan.model_options)
     tuned.update(resolve_sampler(cfg, plan, splits))   # data.sampler=balanced
     if plan.solve:   # a solved probe has no learning rate to find
@@ -208,9 +208,22 @@ def _warn_licence(bb: Backbone, main: bool) -> None:
     warning = licence_warning(bb.name, bb.weights)
     if warning and main:
         console.print(f"[yellow]{warning}[/yellow]")
-def _probe_options(t: Any) -> dict:
-    """The linear-probe keys of `transfer` as plain arguments of `Task.prepare_training`."""
-    return {"probe_solver": t.probe_solver, "probe_layers": t.probe_layers, "probe_C": t.probe_C,
+def _probe_options(cfg: Config) -> dict:
+    """The linear-probe keys of `transfer` as plain arguments of `Task.prepare_training`. A solved
+    probe fits the cached tensor in one go, so keys that act on epochs (a balanced sampler, an EMA,
+    domain adaptation) send `probe_solver=auto` to the epoch path and refuse `lbfgs` (they would be
+    ignored, silently, otherwise)."""
+    t = cfg.transfer
+    epochwise = [k for k, on in (("data.sampler=balanced", cfg.data.sampler == "balanced"),
+                                 ("train.ema", cfg.train.ema is not None),
+                                 ("adapt.method", cfg.adapt.method != "none")) if on]
+    solver = t.probe_solver
+    if epochwise and solver == "lbfgs":
+        raise VTError(f"transfer.probe_solver=lbfgs solves the probe in one go and cannot apply "
+                      f"{', '.join(epochwise)}: use transfer.probe_solver=sgd (or auto), or drop them")
+    if epochwise and solver == "auto":
+        solver = "sgd"
+    return {"probe_solver": solver, "probe_layers": t.probe_layers, "probe_C": t.probe_C,
             "probe_select": t.probe_select}
 
 

@@ -141,8 +141,11 @@ class Classification(Task):
         if strategy != "linear_probe" or not isinstance(model.head, PooledHead):
             return TrainingPlan(model=model, train=splits.train, val=splits.val)  # custom head: no cache
         solver = resolve_solver(probe_solver, model.head, cached=bool(use_cache))
-        if probe_solver == "auto" and getattr(model, "criterion", None) is not None:
-            solver = "sgd"   # class weights / focal loss: the solver fits plain cross-entropy only
+        if getattr(model, "criterion", None) is not None:   # class weights / focal loss
+            if solver == "lbfgs" and probe_solver == "lbfgs":
+                raise VTError("transfer.probe_solver=lbfgs fits plain cross-entropy: it cannot apply "
+                              "train.class_weights or train.loss=focal (use probe_solver=sgd, or auto)")
+            solver = "sgd"
         candidates = layer_sets(probe_layers, len(model.backbone.stages))
         if not use_cache:
             if candidates != [[len(model.backbone.stages) - 1]]:
