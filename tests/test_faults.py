@@ -96,6 +96,7 @@ def test_ctrl_c_exits_130(data, tmp_path, monkeypatch):
 KILL_DURING_WRITE = """
 import os, signal, sys, torch
 sys.path.insert(0, {tests!r})
+torch.set_num_threads({threads})         # the reference's threads: bit-identical sums
 real, calls = torch.save, []
 def save(obj, f, *a, **k):
     calls.append(1)
@@ -114,7 +115,8 @@ main(["train", "classification", "data.root={data}", "run.out_dir={run}", *ARGS]
 
 def test_kill_9_during_a_checkpoint_write_leaves_the_previous_one_and_resume_picks_it(data, reference, tmp_path):
     run = tmp_path / "run"
-    script = KILL_DURING_WRITE.format(tests=str(Path(__file__).parent), data=data, run=run)
+    script = KILL_DURING_WRITE.format(tests=str(Path(__file__).parent), data=data, run=run,
+                                      threads=torch.get_num_threads())
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=env, capture_output=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
@@ -123,6 +125,7 @@ def test_kill_9_during_a_checkpoint_write_leaves_the_previous_one_and_resume_pic
     res = train(data, run, "train.resume=auto")
     assert res.rc == 0, res.err
     assert _same_weights(weights(run)["model"], reference["model"])
+    assert not list((run / "checkpoints").glob("*.tmp"))                 # the next write swept it
 
 
 def test_nan_loss_stops_naming_epoch_and_steps_and_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch):

@@ -28,8 +28,13 @@ FORMAT = "vision_transfer/1"
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """Write to a temporary beside `path`, fsync, rename. Temporaries of `path` that a killed
+    writer left behind (kill -9 mid-write) are removed first: only one process writes a run's
+    checkpoints (rank 0), so any such file is stale."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(path.name + ".*.tmp"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
