@@ -107,12 +107,12 @@ def test_backbone_file_starts_a_single_task_run(run, shapes_folder, tmp_path):
 
 
 def test_uncertainty_weighting_learns_log_variances_with_proportional_batches(scenes, tmp_path):
-    two = [entries(scenes)[0], {**entries(scenes)[0], "name": "again", "weight": 0.5}]
+    two = [entries(scenes)[0], {**entries(scenes)[0], "name": "type", "weight": 0.5}]   # "type": an nn.Module attribute
     res = vt.train("multitask", config={"multitask": {"tasks": two, "balance": "uncertainty",
                                                       "sampling": "proportional", "monitor": "cells/accuracy"}},
                    overrides={**BASE, "train.epochs": 1, "train.lr": 0.05, "run.out_dir": str(tmp_path)})
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["monitor"] == "cells/accuracy" and set(summary["log_vars"]) == {"cells", "again"}
+    assert summary["monitor"] == "cells/accuracy" and set(summary["log_vars"]) == {"cells", "type"}
     assert any(abs(v) > 1e-4 for v in summary["log_vars"].values())   # trained by the shared optimizer
     assert "log_vars" in torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert res.best_epoch == 1

@@ -30,6 +30,7 @@ from ..errors import VTError
 from ..task import Task
 
 MEAN_SCORE = "mean_score"
+LOG_VAR_LR_MULT = 10.0   # the learned log-variances' lr, as a multiple of train.lr (engine param_groups)
 
 
 @dataclass
@@ -47,6 +48,14 @@ class Entry:
     meta: dict = field(default_factory=dict)   # the single-task checkpoint metadata of this head
 
 
+class HeadDict(nn.ModuleDict):
+    """A ModuleDict whose keys may be any entry name, `type` or `train` too (nn.Module refuses keys
+    that shadow its attributes; here they are only reached as `heads[name]`)."""
+
+    def __setitem__(self, key: str, module: nn.Module) -> None:
+        self._modules[key] = module
+
+
 class MultiTaskModel(nn.Module):
     """The shared backbone and one task model per entry (each holds the same backbone object)."""
 
@@ -54,9 +63,13 @@ class MultiTaskModel(nn.Module):
                  weights: dict[str, float], balance: str = "fixed") -> None:
         super().__init__()
         self.backbone = backbone
-        self.heads = nn.ModuleDict(heads)
+        self.heads = HeadDict(heads)
         self.tasks, self.loss_weights, self.balance = dict(tasks), dict(weights), balance
         self.log_vars = nn.Parameter(torch.zeros(len(heads))) if balance == "uncertainty" else None
+        if self.log_vars is not None:
+            # one scalar per head: AdamW moves it by about the lr per step, so at the heads' lr a
+            # fine-tune of a few hundred steps would leave the weights equal; 10x lets them move
+            self.log_vars.vt_lr_mult = LOG_VAR_LR_MULT
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """`batch`: {entry name: that entry's batch} (entries may be missing) -> {"loss", "NAME/loss"}."""
