@@ -151,3 +151,15 @@ def test_bad_entries_are_one_line_errors_naming_the_entry(scenes, tmp_path, caps
     assert main(["train", "multitask", "-c", str(recipe), "model.backbone=mobilenet_v3_small", "model.weights=none"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("vt train: error: multitask entry 'boxes' (detection)")
+
+
+def test_study_compares_single_and_multitask_on_the_same_budget(scenes, tmp_path):
+    two = [entries(scenes)[0], entries(scenes)[2]]
+    res = vt.study("multitask", config={"multitask": {"tasks": two}, "study": {"samples_per_class": [2], "seeds": 1}},
+                   overrides={**BASE, "train.epochs": 1, "run.out_dir": str(tmp_path)})
+    assert [r["strategy"] for r in res.rows] == ["single", "multitask"]
+    assert all(r["metric"] == "accuracy" and r["num_train"] <= 6 for r in res.rows)
+    assert (tmp_path / "study.md").is_file() and (tmp_path / "study.json").is_file()
+    again = vt.study("multitask", config={"multitask": {"tasks": two}, "study": {"samples_per_class": [2], "seeds": 1}},
+                     overrides={**BASE, "train.epochs": 1, "run.out_dir": str(tmp_path)})   # resumed: nothing reruns
+    assert [r["value"] for r in again.rows] == [r["value"] for r in res.rows]
