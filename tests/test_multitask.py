@@ -163,3 +163,22 @@ def test_study_compares_single_and_multitask_on_the_same_budget(scenes, tmp_path
     again = vt.study("multitask", config={"multitask": {"tasks": two}, "study": {"samples_per_class": [2], "seeds": 1}},
                      overrides={**BASE, "train.epochs": 1, "run.out_dir": str(tmp_path)})   # resumed: nothing reruns
     assert [r["value"] for r in again.rows] == [r["value"] for r in res.rows]
+
+
+def test_two_process_gloo_run_trains_the_heads(scenes, tmp_path):
+    """DDP under torchrun: the weighting sits inside the model's forward, so gradients all-reduce."""
+    import os
+    import subprocess
+    import sys
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"multitask": {"tasks": [entries(scenes)[0], entries(scenes)[2]],
+                                                    "balance": "uncertainty"}}))
+    args = [f"{k}={v}" for k, v in {**BASE, "train.epochs": 1, "run.out_dir": str(tmp_path / "ddp")}.items()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "vision_transfer.cli", "train", "multitask", "-c", str(recipe), *args],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-2000:]
+    row = json.loads((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "cells/accuracy" in row and "masks/mIoU" in row

@@ -136,12 +136,9 @@ def train_multitask(cfg: Config, *, callbacks=()) -> Any:
     from .. import report
     from ..api import RunResult, _resume_path, _start_run_folder, default_out_dir, seed_everything
     from ..backbones import create_backbone
-    from ..engine.checkpoint import FORMAT
+    from ..config import replace
     from ..engine.device import setup_runtime
-    from ..engine.logging import console
     from ..engine.loop import FitSettings, fit
-    from ..files import write_json
-    from ..pretrain.export import save_backbone
 
     _refuse_unsupported(cfg)
     if not cfg.multitask.tasks:
@@ -156,43 +153,66 @@ def train_multitask(cfg: Config, *, callbacks=()) -> Any:
     entries, model = build_entries(cfg, bb)
     mt = cfg.multitask
     _check_monitor(mt.monitor, entries)
+    # the optimizer settings every head shares: train.lr defaults to the most careful of the heads' defaults
+    cfg = replace(cfg, train={"lr": cfg.train.lr or min(e.cfg.train.lr for e in entries),
+                              "schedule": cfg.train.schedule or "cosine"},
+                  transfer={"backbone_lr_mult": _or(cfg.transfer.backbone_lr_mult, 1.0)})
     if rt.is_main:
-        _start_run_folder(out_dir, cfg, resume=resume)
+        _start_run_folder(out_dir, cfg, resume=resume)   # config.yaml: the values this run uses
     parts = {e.name: e.train for e in entries}
     train = RoundRobinData(parts) if mt.sampling == "round_robin" else ProportionalData(parts)
     vals = {e.name: e.val for e in entries if e.val is not None}
     task = MultiTask(entries, monitor=mt.monitor if vals else "train_loss", num_workers=cfg.data.num_workers,
                      seed=cfg.train.seed)
-    lr = cfg.train.lr or min(e.cfg.train.lr for e in entries)   # the most careful of the heads' defaults
-    settings = FitSettings(train=cfg.train.model_copy(update={"lr": lr, "schedule": cfg.train.schedule or "cosine"}),
-                           transfer=cfg.transfer.model_copy(update={"backbone_lr_mult": cfg.transfer.backbone_lr_mult or 1.0}),
-                           num_workers=cfg.data.num_workers, tensorboard=cfg.run.tensorboard)
-    image_size = max(e.cfg.train.image_size for e in entries)
-    meta = {"format": FORMAT, "task": "multitask", "classes": [], "image_size": image_size,
-            "preprocessing": bb.preprocessing.to_dict(), "config": cfg.model_dump(mode="json"),
-            "model_spec": {"backbone": bb.name, "weights": bb.weights, "out_indices": list(bb.out_indices),
-                           "balance": mt.balance},
-            "entries": [{"name": e.name, "weight": e.weight, **e.meta} for e in entries]}
     result = fit(model, task, train_data=train, val_data=ValSplits(vals) if vals else None, classes=[],
-                 settings=settings, runtime=rt, out_dir=out_dir, resume=resume, checkpoint_meta=meta,
-                 callbacks=list(callbacks))
-    backbone_path = out_dir / "backbone.safetensors"
+                 settings=FitSettings.from_config(cfg), runtime=rt, out_dir=out_dir, resume=resume,
+                 checkpoint_meta=_checkpoint_meta(cfg, bb, entries), callbacks=list(callbacks))
     if rt.is_main:
-        save_backbone(bb, backbone_path, image_size=image_size, method="multitask", start_weights=cfg.model.weights,
-                      epochs=len(result.history), tasks=",".join(f"{e.name}:{e.task.name}" for e in entries))
-        log_vars = model.log_vars.detach().cpu().tolist() if model.log_vars is not None else None
-        summary = {"task": "multitask", "best_epoch": result.best_epoch, "metrics": result.best_metrics,
-                   "monitor": task.monitor, "train_time_s": round(result.train_time_s, 3),
-                   "epochs_run": len(result.history), "stopped_early": result.stopped_early, "backbone": bb.name,
-                   "weights": bb.weights, "lr": lr, "sampling": mt.sampling, "balance": mt.balance,
-                   "log_vars": dict(zip((e.name for e in entries), log_vars)) if log_vars else None,
-                   "backbone_file": str(backbone_path),
-                   "heads": {e.name: {"task": e.task.name, "weight": e.weight, "classes": e.classes,
-                                      "image_size": e.cfg.train.image_size, "num_train": len(e.train),
-                                      "num_val": len(e.val) if e.val is not None else 0} for e in entries}}
-        write_json(out_dir / "summary.json", summary)
-        best = result.best_metrics.get(task.monitor)
-        console.print(f"[bold]done[/bold]: best {task.monitor} {best if not isinstance(best, float) else round(best, 4)} "
-                      f"at epoch {result.best_epoch}; run folder {out_dir}; backbone {backbone_path}")
+        _finish(out_dir, cfg, result, task=task, model=model, entries=entries, backbone=bb)
     return RunResult(out_dir=out_dir, metrics=result.best_metrics, best_epoch=result.best_epoch,
                      train_time_s=result.train_time_s, model=model)
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _checkpoint_meta(cfg: Config, bb: Any, entries: list[Entry]) -> dict:
+    """What rebuilds the model without the config: the backbone, and per entry its single-task
+    checkpoint metadata (so one head cuts out as an ordinary checkpoint of its task)."""
+    from ..engine.checkpoint import FORMAT
+
+    return {"format": FORMAT, "task": "multitask", "classes": [],
+            "image_size": max(e.cfg.train.image_size for e in entries),
+            "preprocessing": bb.preprocessing.to_dict(), "config": cfg.model_dump(mode="json"),
+            "model_spec": {"backbone": bb.name, "weights": bb.weights, "out_indices": list(bb.out_indices),
+                           "balance": cfg.multitask.balance},
+            "entries": [{"name": e.name, "weight": e.weight, **e.meta} for e in entries]}
+
+
+def _finish(out_dir: Path, cfg: Config, result: Any, *, task: MultiTask, model: MultiTaskModel,
+            entries: list[Entry], backbone: Any) -> None:
+    """RUN/backbone.safetensors (the last epoch's shared encoder) and summary.json."""
+    from ..engine.logging import console
+    from ..files import write_json
+    from ..pretrain.export import save_backbone
+
+    path = out_dir / "backbone.safetensors"
+    save_backbone(backbone, path, image_size=max(e.cfg.train.image_size for e in entries), method="multitask",
+                  start_weights=cfg.model.weights, epochs=len(result.history),
+                  tasks=",".join(f"{e.name}:{e.task.name}" for e in entries))
+    log_vars = model.log_vars.detach().cpu().tolist() if model.log_vars is not None else None
+    mt = cfg.multitask
+    summary = {"task": "multitask", "best_epoch": result.best_epoch, "metrics": result.best_metrics,
+               "monitor": task.monitor, "train_time_s": round(result.train_time_s, 3),
+               "epochs_run": len(result.history), "stopped_early": result.stopped_early, "backbone": backbone.name,
+               "weights": backbone.weights, "lr": cfg.train.lr, "sampling": mt.sampling, "balance": mt.balance,
+               "log_vars": dict(zip(task.entries, log_vars)) if log_vars else None, "backbone_file": str(path),
+               "heads": {e.name: {"task": e.task.name, "weight": e.weight, "classes": e.classes,
+                                  "image_size": e.cfg.train.image_size, "num_train": len(e.train),
+                                  "num_val": len(e.val) if e.val is not None else 0} for e in entries}}
+    write_json(out_dir / "summary.json", summary)
+    best = result.best_metrics.get(task.monitor)
+    best = round(best, 4) if isinstance(best, float) else best
+    console.print(f"[bold]done[/bold]: best {task.monitor} {best} at epoch {result.best_epoch}; run folder {out_dir}; "
+                  f"backbone {path}")
