@@ -60,6 +60,7 @@ def test_three_heads_train_on_one_backbone_and_report_each_metric_per_epoch(run)
     ckpt = torch.load(run.out_dir / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
     assert {e["name"]: e["task"] for e in ckpt["entries"]} == {"cells": "classification", "boxes": "detection",
                                                               "masks": "segmentation"}
+    assert not any(k.startswith(("heads.cells.backbone.", "heads.masks.backbone.")) for k in ckpt["model"])   # once
     from vision_transfer.engine.checkpoint import load_model
 
     rebuilt, _ = load_model(run.out_dir / "checkpoints" / "last.pt")

@@ -2,8 +2,9 @@
 ordinary single-task checkpoint, so that `vt eval` / `vt predict` / `vt export multitask --task NAME`
 run the entry's task through that task's usual path.
 
-    {"format", "task": "multitask", "model" (state dict: backbone.*, heads.NAME.*, log_vars),
-     "model_spec": {backbone, weights, out_indices, balance},
+    {"format", "task": "multitask", "model" (state dict: backbone.*, heads.NAME.* without the
+     backbone's tensors, which every head shares, log_vars),
+     "model_spec": {backbone, weights, out_indices, balance, aliases (heads.* key -> backbone.* key)},
      "entries": [{"name", "weight", "task", "classes", "image_size", "preprocessing", "config",
                   "model_spec"}, ...], "epoch", "metrics" (NAME/metric), ...}
 """
@@ -73,7 +74,9 @@ def head_checkpoint(ckpt: dict, head: str | None, *, path: str | os.PathLike = "
     """The single-task checkpoint of one head: backbone + that head, in its task's own format."""
     entry = pick_head(ckpt, head, path=path)
     prefix = f"heads.{entry['name']}."
-    state = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
+    full = {**ckpt["model"], **{k: ckpt["model"][b] for k, b in ckpt["model_spec"].get("aliases", {}).items()
+                                if b in ckpt["model"]}}   # the shared encoder is stored once, under backbone.*
+    state = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
     metrics = {k.split("/", 1)[1]: v for k, v in (ckpt.get("metrics") or {}).items()
                if k.startswith(f"{entry['name']}/")}
     single = {k: v for k, v in entry.items() if k not in ("name", "weight")}

@@ -166,7 +166,7 @@ def train_multitask(cfg: Config, *, callbacks=()) -> Any:
                      seed=cfg.train.seed)
     result = fit(model, task, train_data=train, val_data=ValSplits(vals) if vals else None, classes=[],
                  settings=FitSettings.from_config(cfg), runtime=rt, out_dir=out_dir, resume=resume,
-                 checkpoint_meta=_checkpoint_meta(cfg, bb, entries), callbacks=list(callbacks))
+                 checkpoint_meta=_checkpoint_meta(cfg, bb, entries, model), callbacks=list(callbacks))
     if rt.is_main:
         _finish(out_dir, cfg, result, task=task, model=model, entries=entries, backbone=bb)
     return RunResult(out_dir=out_dir, metrics=result.best_metrics, best_epoch=result.best_epoch,
@@ -177,7 +177,7 @@ def _or(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-def _checkpoint_meta(cfg: Config, bb: Any, entries: list[Entry]) -> dict:
+def _checkpoint_meta(cfg: Config, bb: Any, entries: list[Entry], model: MultiTaskModel) -> dict:
     """What rebuilds the model without the config: the backbone, and per entry its single-task
     checkpoint metadata (so one head cuts out as an ordinary checkpoint of its task)."""
     from ..engine.checkpoint import FORMAT
@@ -186,7 +186,7 @@ def _checkpoint_meta(cfg: Config, bb: Any, entries: list[Entry]) -> dict:
             "image_size": max(e.cfg.train.image_size for e in entries),
             "preprocessing": bb.preprocessing.to_dict(), "config": cfg.model_dump(mode="json"),
             "model_spec": {"backbone": bb.name, "weights": bb.weights, "out_indices": list(bb.out_indices),
-                           "balance": cfg.multitask.balance},
+                           "balance": cfg.multitask.balance, "aliases": model.aliases()},
             "entries": [{"name": e.name, "weight": e.weight, **e.meta} for e in entries]}
 
 

@@ -66,10 +66,18 @@ class MultiTaskModel(nn.Module):
         self.heads = HeadDict(heads)
         self.tasks, self.loss_weights, self.balance = dict(tasks), dict(weights), balance
         self.log_vars = nn.Parameter(torch.zeros(len(heads))) if balance == "uncertainty" else None
+        # each head holds the one backbone: a state dict stores its tensors once (under backbone.*)
+        self.register_state_dict_post_hook(_drop_aliases)
+        self.register_load_state_dict_pre_hook(_fill_aliases)
         if self.log_vars is not None:
             # one scalar per head: AdamW moves it by about the lr per step, so at the heads' lr a
             # fine-tune of a few hundred steps would leave the weights equal; 10x lets them move
             self.log_vars.vt_lr_mult = LOG_VAR_LR_MULT
+
+    def aliases(self) -> dict[str, str]:
+        """{key under heads.*: the backbone.* key of the same tensor} (the shared encoder's)."""
+        owner = {id(t): f"backbone.{k}" for k, t in self.backbone.state_dict(keep_vars=True).items()}
+        return {f"heads.{k}": owner[id(t)] for k, t in self.heads.state_dict(keep_vars=True).items() if id(t) in owner}
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """`batch`: {entry name: that entry's batch} (entries may be missing) -> {"loss", "NAME/loss"}."""
@@ -100,6 +108,17 @@ class MultiTaskModel(nn.Module):
                 if isinstance(m, _BatchNorm):
                     m.eval()
         return self
+
+
+def _drop_aliases(module: MultiTaskModel, state: dict, prefix: str, _meta: Any) -> None:
+    for k in module.aliases():
+        state.pop(prefix + k, None)
+
+
+def _fill_aliases(module: MultiTaskModel, state: dict, prefix: str, *_: Any) -> None:
+    for k, owner in module.aliases().items():
+        if prefix + k not in state and prefix + owner in state:
+            state[prefix + k] = state[prefix + owner]
 
 
 class _EpochData(Dataset):
