@@ -84,6 +84,8 @@ def test_one_head_through_eval_predict_and_export(run, scenes, tmp_path, capsys)
     assert "\n" not in err and "cells, boxes, masks" in err and "--task" in err
     assert main(["eval", "multitask", "--checkpoint", ckpt, "--task", "cels"]) == 2
     assert "no head 'cels'" in capsys.readouterr().err
+    assert main(["eval", "classification", "--checkpoint", ckpt, "--task", "cells"]) == 2   # not a multitask one
+    assert "picks a head of a multitask checkpoint" in capsys.readouterr().err
     from vision_transfer.export.exporter import export_checkpoint
 
     side = export_checkpoint("multitask", checkpoint=ckpt, fmt="torchscript", out=tmp_path / "cells.pt", head="cells")

@@ -255,13 +255,14 @@ def evaluate_checkpoint(task_name: str, *, checkpoint: str | os.PathLike, config
     with. Writes `OUT/metrics.json`, the task's plots and a report; returns the metrics.
     `multitask`: the head `head` (or key multitask.head) through its own task's path (default OUT:
     RUN/eval-NAME)."""
+    head, overrides = _head_of(head, overrides)
     if task_name == "multitask":
         from .multitask.checkpoint import default_eval_dir, single_head_file
 
-        head, overrides = _head_of(head, overrides)
         with single_head_file(checkpoint, head) as (sub, path, name):
             return evaluate_checkpoint(sub, checkpoint=path, config=config, overrides=overrides, device=device,
                                        out=out or default_eval_dir(checkpoint, name))
+    _no_head(task_name, head)
     task = get_task(task_name)
     ckpt_cfg = read_checkpoint(checkpoint, task=task_name).get("config", {})
     base = {"data": ckpt_cfg.get("data", {}), "train": {"seed": ckpt_cfg.get("train", {}).get("seed", 0)}}
@@ -292,6 +293,12 @@ def evaluate_checkpoint(task_name: str, *, checkpoint: str | os.PathLike, config
     task.write_artifacts(out_dir, metrics=full, classes=meta["classes"])
     _report(out_dir, task_name, full, meta["classes"])
     return metrics
+
+
+def _no_head(task: str, head: str | None) -> None:
+    if head is not None:
+        raise VTError(f"--task {head} (multitask.head) picks a head of a multitask checkpoint; a {task} "
+                      "checkpoint has one head: drop it")
 
 
 def _head_of(head: str | None, overrides: list[str] | dict | None) -> tuple[str | None, list[str] | dict | None]:
@@ -341,7 +348,7 @@ def predict(task: str, *, checkpoint: str | os.PathLike, inputs: list[str], out:
         with single_head_file(checkpoint, options.pop("head", None)) as (sub, path, _name):
             return predict(sub, checkpoint=path, inputs=inputs, out=out, device=device, batch_size=batch_size,
                            **options)
-    options.pop("head", None)
+    _no_head(task, options.pop("head", None))
     t = get_task(task)
     if Path(checkpoint).suffix.lower() == ".onnx":   # an exported model: ONNX Runtime behind the same call
         from .export.runtime import load_onnx
