@@ -106,7 +106,12 @@ def default_out_dir(task: str) -> Path:
 def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: Any = None,
                       callbacks=()) -> RunResult:
     """Train from a validated config: defaults resolved (and written to `config.yaml`), data read,
-    model built, `fit` run, `summary.json` and the task's plots written."""
+    model built, `fit` run, `summary.json` and the task's plots written. `multitask`: several
+    heads on one backbone (vision_transfer/multitask/run.py), through the same `fit`."""
+    if cfg.task == "multitask":
+        from .multitask.run import train_multitask
+
+        return train_multitask(cfg, callbacks=callbacks)
     task = get_task(cfg.task)
     cfg = resolve_defaults(cfg, task)
     rt = setup_runtime(cfg.train.device)
@@ -245,9 +250,19 @@ def _resume_path(resume: str | None, out_dir: Path) -> Path | None:
 
 def evaluate_checkpoint(task_name: str, *, checkpoint: str | os.PathLike, config: str | None = None,
                         overrides: list[str] | dict | None = None, out: str | os.PathLike | None = None,
-                        device: str | None = None) -> dict:
+                        device: str | None = None, head: str | None = None) -> dict:
     """Evaluate a checkpoint on a validation split; data settings default to those it was trained
-    with. Writes `OUT/metrics.json`, the task's plots and a report; returns the metrics."""
+    with. Writes `OUT/metrics.json`, the task's plots and a report; returns the metrics.
+    `multitask`: the head `head` (or key multitask.head) through its own task's path (default OUT:
+    RUN/eval-NAME)."""
+    head, overrides = _head_of(head, overrides)
+    if task_name == "multitask":
+        from .multitask.checkpoint import default_eval_dir, single_head_file
+
+        with single_head_file(checkpoint, head) as (sub, path, name):
+            return evaluate_checkpoint(sub, checkpoint=path, config=config, overrides=overrides, device=device,
+                                       out=out or default_eval_dir(checkpoint, name))
+    _no_head(task_name, head)
     task = get_task(task_name)
     ckpt_cfg = read_checkpoint(checkpoint, task=task_name).get("config", {})
     base = {"data": ckpt_cfg.get("data", {}), "train": {"seed": ckpt_cfg.get("train", {}).get("seed", 0)}}
@@ -280,6 +295,22 @@ def evaluate_checkpoint(task_name: str, *, checkpoint: str | os.PathLike, config
     return metrics
 
 
+def _no_head(task: str, head: str | None) -> None:
+    if head is not None:
+        raise VTError(f"--task {head} (multitask.head) picks a head of a multitask checkpoint; a {task} "
+                      "checkpoint has one head: drop it")
+
+
+def _head_of(head: str | None, overrides: list[str] | dict | None) -> tuple[str | None, list[str] | dict | None]:
+    """`head`, else the key multitask.head of `overrides`; and the overrides without it."""
+    if isinstance(overrides, dict):
+        rest = {k: v for k, v in overrides.items() if k != "multitask.head"}
+        return head or overrides.get("multitask.head"), rest
+    rest = [o for o in overrides or [] if o.partition("=")[0].strip() != "multitask.head"]
+    given = [o.partition("=")[2].strip() for o in overrides or [] if o not in rest]
+    return head or (given[-1] if given else None), rest
+
+
 def _preprocessing(meta: dict):
     from .backbones.base import Preprocessing
 
@@ -297,9 +328,9 @@ def _report(out_dir: Path, task: str, metrics: dict, classes: list[str]) -> None
 
 
 def evaluate(task: str, *, checkpoint: str | os.PathLike, overrides: dict | list[str] | None = None,
-             out: str | os.PathLike | None = None) -> dict:
-    """Python API mirror of `vt eval TASK --checkpoint CKPT [key=value ...] --out DIR`."""
-    return evaluate_checkpoint(task, checkpoint=checkpoint, overrides=overrides, out=out)
+             out: str | os.PathLike | None = None, head: str | None = None) -> dict:
+    """Python API mirror of `vt eval TASK --checkpoint CKPT [key=value ...] --out DIR [--task NAME]`."""
+    return evaluate_checkpoint(task, checkpoint=checkpoint, overrides=overrides, out=out, head=head)
 
 
 def predict(task: str, *, checkpoint: str | os.PathLike, inputs: list[str], out: str | os.PathLike,
@@ -311,6 +342,13 @@ def predict(task: str, *, checkpoint: str | os.PathLike, inputs: list[str], out:
     from .engine.device import amp_dtype
     from .engine.predict import predict_images
 
+    if task == "multitask":   # one head (options["head"]) through its own task's path
+        from .multitask.checkpoint import single_head_file
+
+        with single_head_file(checkpoint, options.pop("head", None)) as (sub, path, _name):
+            return predict(sub, checkpoint=path, inputs=inputs, out=out, device=device, batch_size=batch_size,
+                           **options)
+    _no_head(task, options.pop("head", None))
     t = get_task(task)
     if Path(checkpoint).suffix.lower() == ".onnx":   # an exported model: ONNX Runtime behind the same call
         from .export.runtime import load_onnx

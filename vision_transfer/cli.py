@@ -26,15 +26,15 @@ _OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+=")
 COMMAND_KEYS: dict[str, tuple[str, ...] | None] = {
     "train": None,
     "study": None,
-    "eval": ("data.", "train.batch_size", "train.device", "train.seed", "train.amp"),
-    "predict": ("train.device", "train.batch_size", "train.amp"),
+    "eval": ("data.", "train.batch_size", "train.device", "train.seed", "train.amp", "multitask.head"),
+    "predict": ("train.device", "train.batch_size", "train.amp", "multitask.head"),
     "embed": ("model.backbone", "model.weights", "train.image_size", "train.batch_size", "train.device",
               "data.num_workers"),
     "similar": ("model.backbone", "model.weights", "train.image_size", "train.device"),
     "cluster": ("train.seed",),
     "demo": ("train.device",),
     "heads": (),
-    "export": (),
+    "export": ("multitask.head",),
     "convert": (),
     "adapt": ("train.batch_size", "train.device"),
     "rank": ("data.", "model.", "train.", "rank.", "run."),
@@ -66,6 +66,11 @@ def _add_task(p: argparse.ArgumentParser) -> None:
 
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", help="YAML recipe (only what differs from the defaults)")
+
+
+def _add_head(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", dest="head", default=None, metavar="NAME",
+                   help="multitask: the head (entry name) to run (alias of multitask.head)")
 
 
 def _alias(p: argparse.ArgumentParser, *flags: str) -> None:
@@ -106,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=None, choices=("faster-coco-eval", "pycocotools"),
                    help="model-free: COCO evaluation backend (default: the fastest with pycocotools parity)")
     p.add_argument("--out", help="output folder for metrics.json and reports")
+    _add_head(p)
     _add_config(p)
     _alias(p, "--device", "--batch-size")
 
@@ -116,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--score-threshold", type=float, default=None, help="detection: hide boxes below this (0.5)")
     p.add_argument("--topk", type=int, default=None, help="classification: classes listed per image (5)")
+    _add_head(p)
     _alias(p, "--device", "--batch-size")
 
     p = _sub(sub, "study", "strategies x samples per class x seeds -> study.json/.md/.png")
@@ -275,7 +282,11 @@ def _run(args: argparse.Namespace, overrides: list[str]) -> int:
     if cmd == "predict":
         from .api import predict
 
-        options = {k: v for k, v in (("score_threshold", args.score_threshold), ("topk", args.topk)) if v is not None}
+        from .api import _head_of
+
+        head, _ = _head_of(args.head, overrides)
+        options = {k: v for k, v in (("score_threshold", args.score_threshold), ("topk", args.topk),
+                                     ("head", head)) if v is not None}
         predict(args.task, checkpoint=args.checkpoint, inputs=args.inputs, out=args.out,
                 device=args.device or "auto", batch_size=args.batch_size or 8, **options)
         return 0
@@ -345,7 +356,8 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> int:
     from .config import load_config
 
     load_config(args.task, path=args.config, overrides=overrides)   # validates the keys before loading anything
-    evaluate_checkpoint(args.task, checkpoint=args.checkpoint, config=args.config, overrides=overrides, out=args.out)
+    evaluate_checkpoint(args.task, checkpoint=args.checkpoint, config=args.config, overrides=overrides, out=args.out,
+                        head=args.head)
     return 0
 
 

@@ -204,6 +204,29 @@ class AdaptConfig(_Section):
     diagnostic_images: int = Field(400, ge=10)   # per domain, for those diagnostics
 
 
+class MultitaskEntryConfig(_Section):
+    """One head of `vt train multitask`: its task, that task's `data.*` keys, its `model.*` head keys,
+    its loss keys (`train.*`: image_size and the task's loss options) and its loss weight."""
+
+    name: str
+    task: str
+    data: dict = Field(default_factory=dict)
+    model: dict = Field(default_factory=dict)
+    train: dict = Field(default_factory=dict)
+    weight: float = Field(1.0, ge=0.0)
+
+
+class MultitaskConfig(_Section):
+    """`vt train multitask`: several heads on one shared `model.backbone` (vision_transfer/multitask)."""
+
+    tasks: list[MultitaskEntryConfig] = Field(default_factory=list)
+    # round_robin: every step a batch of every entry; proportional: mixed batches, entries as often as their size
+    sampling: Literal["round_robin", "proportional"] = "round_robin"
+    balance: Literal["fixed", "uncertainty"] = "fixed"   # uncertainty: Kendall et al. 2018, learned log-variances
+    monitor: str = "mean_score"   # mean of each head's monitored metric, or one of them: NAME/METRIC
+    head: str | None = None       # vt eval / predict / export multitask: the entry to run (alias --task)
+
+
 class Config(_Section):
     task: str   # a name in the TASKS registry (vision_transfer.plugins)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -215,6 +238,7 @@ class Config(_Section):
     adapt: AdaptConfig = Field(default_factory=AdaptConfig)
     rank: RankConfig = Field(default_factory=RankConfig)
     lr_find: LrFindConfig = Field(default_factory=LrFindConfig)
+    multitask: MultitaskConfig = Field(default_factory=MultitaskConfig)
 
     @field_validator("task")
     @classmethod

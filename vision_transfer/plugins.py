@@ -25,6 +25,8 @@ TASKS: Registry[Any] = Registry("task")
 # name -> "module:attribute" of the Task class; imported when the task is first asked for.
 for _name in ("classification", "detection", "segmentation"):
     TASKS.add(_name, f"vision_transfer.tasks.{_name}:{_name.capitalize()}", source="builtin")
+# several of the above on one shared backbone (`vt train multitask`): a task like the others for fit
+TASKS.add("multitask", "vision_transfer.multitask.task:MultiTask", source="builtin")
 
 _discovered = False
 

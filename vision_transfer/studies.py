@@ -263,7 +263,12 @@ def study(task: str, *, config: Config | dict | str | os.PathLike | None = None,
 
 
 def study_from_config(cfg: Config) -> StudyResult:
-    """Run (or resume) the whole grid; write study.json, study.md and study.png."""
+    """Run (or resume) the whole grid; write study.json, study.md and study.png. `multitask`: its
+    first entry alone vs the whole recipe per budget and seed (vision_transfer/multitask/study.py)."""
+    if cfg.task == "multitask":
+        from .multitask.study import multitask_study
+
+        return multitask_study(cfg)
     from .study_report import write_study  # matplotlib: only when the grid has run
 
     cells = study_grid(cfg)

@@ -1,7 +1,11 @@
-"""Write generated shape scenes (exact boxes) to disk as COCO, VOC and YOLO, for tests and demos.
+"""Write generated shape scenes (exact boxes) to disk as COCO, VOC and YOLO, for tests and demos;
+the same scenes' semantic masks (`masks`) and an image-level label (`labels`) too, so that one
+image carries boxes, masks and a label (multi-task tests).
 
-    paths = write_scenes("data/", n=12, size=96, formats=("coco", "voc", "yolo"))
-    paths["coco"]   # {"images": "data/images", "annotations": "data/coco.json"}
+    paths = write_scenes("data/", n=12, size=96, formats=("coco", "voc", "yolo", "masks", "labels"))
+    paths["coco"]    # {"images": "data/images", "annotations": "data/coco.json"}
+    paths["masks"]   # {"images": ..., "masks": "data/masks", "classes": [background, square, disc, triangle]}
+    paths["labels"]  # {"images": ..., "annotations": "data/labels.csv"}: path,label = the largest shape's class
 
 COCO category ids are deliberately non-contiguous (`CATEGORY_IDS`) so that the id mapping is
 exercised; image ids start at 1 in file order in every format.
@@ -43,7 +47,25 @@ def write_scenes(root: str | Path, *, n: int, size: int = 96, seed: int = 0, max
         out["voc"] = {"images": str(root / "images"), "annotations": str(_voc(root, scenes, size))}
     if "yolo" in formats:
         out["yolo"] = {"images": str(root / "images"), "annotations": str(_yolo(root, scenes, size))}
+    if "masks" in formats:
+        (root / "masks").mkdir(exist_ok=True)
+        for name, s in scenes:
+            Image.fromarray(s["mask"].astype(np.uint8)).save(root / "masks" / name)
+        out["masks"] = {"images": str(root / "images"), "masks": str(root / "masks"),
+                        "classes": ["background", *SHAPE_CLASSES]}
+    if "labels" in formats:
+        rows = ["path,label"] + [f"{name},{largest_shape(s)}" for name, s in scenes]
+        (root / "labels.csv").write_text("\n".join(rows) + "\n")
+        out["labels"] = {"images": str(root / "images"), "annotations": str(root / "labels.csv")}
     return out
+
+
+def largest_shape(scene: dict) -> str:
+    """The image-level label of a scene: the class of its largest shape ("none" when empty)."""
+    if not len(scene["labels"]):
+        return "none"
+    areas = scene["instance_masks"].reshape(len(scene["labels"]), -1).sum(1)
+    return SHAPE_CLASSES[int(scene["labels"][int(areas.argmax())])]
 
 
 def _coco(root: Path, scenes: list, size: int) -> Path:

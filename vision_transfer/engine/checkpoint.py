@@ -121,6 +121,10 @@ def build_from_checkpoint(ckpt: dict) -> nn.Module:
     """Rebuild the task model of a checkpoint (architecture from model_spec, then its weights)."""
     from ..task import get_task
 
+    if ckpt["task"] == "multitask":   # backbone + every head (vision_transfer/multitask)
+        from ..multitask.checkpoint import rebuild
+
+        return rebuild(ckpt)
     spec = ckpt["model_spec"]
     task = get_task(ckpt["task"])
     backbone = create_backbone(spec["backbone"], weights=None, out_indices=spec.get("out_indices"))

@@ -20,14 +20,24 @@ def add_export_parser(sub) -> None:
     p.add_argument("--dynamic-batch", action="store_true",
                    help="free batch size (classification, segmentation); detection graphs take any image size")
     p.add_argument("--batch-size", type=int, default=1, help="the batch size of the exported graph (default 1)")
+    p.add_argument("--task", dest="head", default=None, metavar="NAME",
+                   help="multitask: the head to export with the backbone (alias of multitask.head)")
 
 
 def export_command(args: argparse.Namespace) -> int:
     from .exporter import export_checkpoint, sidecar_path
 
     side = export_checkpoint(args.task, checkpoint=args.checkpoint, fmt=args.format, out=args.out,
-                             image_size=args.image_size, dynamic=args.dynamic_batch, batch=args.batch_size)
+                             image_size=args.image_size, dynamic=args.dynamic_batch, batch=args.batch_size,
+                             head=_head(args))
     diffs = ", ".join(f"{k} {v:.2g}" for k, v in side["parity"].items())
     print(f"exported {args.task} -> {args.out} ({args.format}, {side['io']} input {side['input_layout']}); "
           f"largest |exported - PyTorch|: {diffs}; sidecar {sidecar_path(args.out)}")
     return 0
+
+
+def _head(args: argparse.Namespace) -> str | None:
+    """--task NAME, else the key multitask.head=NAME."""
+    from ..api import _head_of
+
+    return _head_of(getattr(args, "head", None), list(getattr(args, "overrides", None) or []))[0]

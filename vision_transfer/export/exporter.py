@@ -45,8 +45,21 @@ def export_spec_for(task_name: str, model: nn.Module, *, meta: dict, image_size:
 
 
 def export_checkpoint(task: str, *, checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike,
-                      image_size: int | None = None, dynamic: bool = False, batch: int = 1) -> dict[str, Any]:
-    """Export, write the sidecar, check parity; returns the sidecar's content."""
+                      image_size: int | None = None, dynamic: bool = False, batch: int = 1,
+                      head: str | None = None) -> dict[str, Any]:
+    """Export, write the sidecar, check parity; returns the sidecar's content. `multitask`: the
+    backbone with the head `head`, exported as its own task's model."""
+    if task == "multitask":
+        from ..multitask.checkpoint import single_head_file
+
+        with single_head_file(checkpoint, head) as (sub, path, name):
+            side = export_checkpoint(sub, checkpoint=path, fmt=fmt, out=out, image_size=image_size, dynamic=dynamic,
+                                     batch=batch)
+        side.update(source_checkpoint=str(checkpoint), multitask_head=name)
+        write_json(sidecar_path(out), side)
+        return side
+    if head is not None:
+        raise VTError(f"--task {head} picks a head of a multitask checkpoint; a {task} checkpoint has one head")
     if fmt not in FORMATS:
         raise VTError(f"--format {fmt!r} is not supported; valid: {', '.join(FORMATS)}")
     if batch < 1:
