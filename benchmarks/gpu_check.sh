@@ -55,4 +55,18 @@ python3 -c "import json; s=json.load(open('/tmp/dann/summary.json')); print('dan
 echo "== vt export of the CUDA-trained checkpoint (ONNX, parity on CPU)"
 timeout 120 python3 -m vision_transfer.cli export classification --checkpoint /tmp/ddp/checkpoints/best.pt --format onnx \
   --out /tmp/cls.onnx --dynamic-batch 2>&1 | tail -3
+echo "== multitask on CUDA (AMP): label + boxes + masks of the same generated scenes on one Lite0"
+timeout 150 python3 - <<'PY'
+import vision_transfer as vt
+from vision_transfer.tasks.detection.synthetic import write_scenes
+p = write_scenes("/tmp/mt-scenes", n=32, size=128, formats=("coco", "masks", "labels"))
+tasks = [{"name": "cells", "task": "classification", "data": {"format": "csv", "train": p["labels"], "val_split": 0.25,
+          "classes": ["disc", "square", "triangle"]}},
+         {"name": "boxes", "task": "detection", "data": {"format": "coco", "train": p["coco"], "val_split": 0.25}},
+         {"name": "masks", "task": "segmentation", "data": {"format": "masks", "train": {"images": p["masks"]["images"],
+          "masks": p["masks"]["masks"]}, "classes": p["masks"]["classes"], "val_split": 0.25}}]
+run = vt.train("multitask", config={"multitask": {"tasks": tasks}}, overrides={
+    "train.epochs": 3, "train.image_size": 128, "train.batch_size": 8, "train.device": "cuda", "run.out_dir": "/tmp/mt"})
+print("multitask", {k: round(v, 3) for k, v in run.metrics.items() if "/" in k})
+PY
 echo "== done"
