@@ -1,7 +1,7 @@
 """Does in-domain self-supervised pretraining help on ELPV solar cells? The key measurement of `vt pretrain`.
 
     nice -n 10 python benchmarks/pretrain_elpv.py [--out DIR] [--pretrain-images 0] [--epochs 12]
-        [--batch-size 64] [--image-size 64] [--method simclr] [--set pretrain.color_jitter=0.4 ...]
+        [--batch-size 64] [--image-size 64] [--method simclr] [--set pretrain.color_jitter=0.2 ...]
         [--shots 10 30 100] [--seeds 3] [--only a b c d]
 
 ELPV (2,624 grey 300x300 cells; "defective" = defect probability >= 0.5, 821 cells): a fixed
@@ -138,10 +138,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=None, help="from random init (None: vt pretrain's default)")
-    ap.add_argument("--lr-imagenet", type=float, default=None, help="from ImageNet (None: --lr)")
+    ap.add_argument("--lr", type=float, default=2e-3, help="from random init")
+    ap.add_argument("--lr-imagenet", type=float, default=5e-4, help="from ImageNet")
     ap.add_argument("--method", default="simclr")
-    ap.add_argument("--set", nargs="*", default=[], help="further vt pretrain keys, e.g. pretrain.color_jitter=0.1")
+    ap.add_argument("--set", nargs="*", default=["pretrain.crop_scale=0.4", "pretrain.color_jitter=0.2",
+                                                   "pretrain.blur=0.2"], help="further vt pretrain keys, e.g. pretrain.color_jitter=0.1")
     ap.add_argument("--shots", type=int, nargs="+", default=[10, 30, 100])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--only", nargs="*", default=None, help="subset of a b c d")
