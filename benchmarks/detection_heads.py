@@ -127,7 +127,9 @@ def main() -> None:  # noqa: C901
                 except VTError as e:   # recorded, not hidden: the table shows the head without ONNX numbers
                     row.update({"eager_img_s": float("nan"), "ort_img_s": float("nan"), "parity": str(e)})
                 row["time_threads"] = args.threads
-            bench.write_text(json.dumps(row, indent=2))
+            tmp = bench.with_suffix(".tmp")
+            tmp.write_text(json.dumps(row, indent=2))
+            tmp.replace(bench)   # atomic: a parallel invocation may be reading the rows
             print(f"{head}/{seed}", json.dumps(row), flush=True)
     results = {f"{b.parent.parent.name}/{b.parent.name}": json.loads(b.read_text())
                for b in sorted(out.glob("*/*/bench.json"))}

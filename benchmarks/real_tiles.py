@@ -126,7 +126,8 @@ def preview(paths: dict, out: str | Path, *, per_split: int = 8, scale: int = 2)
             for a in coco["annotations"]:
                 if a["image_id"] == im["id"]:
                     x, y, w, h = (v * scale for v in a["bbox"])
-                    draw.rectangle([x, y, x + w - 1, y + h - 1], outline=(0, 255, 0) if split == "train" else (255, 200, 0))
+                    colour = (0, 255, 0) if split == "train" else (255, 200, 0)
+                    draw.rectangle([x, y, x + w - 1, y + h - 1], outline=colour)
             cells.append(tile)
     cols = per_split
     rows = (len(cells) + cols - 1) // cols
