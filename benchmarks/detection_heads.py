@@ -1,18 +1,27 @@
 """Every detection head on the same data, defaults only: AP, AP50, training time, inference img/s.
 
-Data: generated 128-px tiles with up to twelve small shapes each (exact boxes; the tiles of
-benchmarks/detection_vs_torchvision.py), 16 train, 8 val. Each head: EfficientNet-Lite0 (packaged
-ImageNet weights), `train.image_size=256` (`--image-size`), batch 4, the task's default lr and schedule, CPU. After
-training, best.pt is exported to ONNX (`vt export`, parity checked) and timed on the val tiles
-one image at a time, eager PyTorch and ONNX Runtime side by side, same threads.
+Data (`--data`): `synthetic`: generated 128-px tiles with up to twelve small shapes each (exact
+boxes; the tiles of benchmarks/detection_vs_torchvision.py), 16 train, 8 val; `real`: the 128-px
+tiles of scikit-image's IHC and Hubble photographs with pseudo-label boxes (benchmarks/real_tiles.py),
+24 train, 8 val. Each head: EfficientNet-Lite0 (packaged ImageNet weights), `train.image_size=256`
+(`--image-size`, every head resizes to it), batch 4, the task's default lr and schedule, CPU.
+After training, best.pt is exported to ONNX (`vt export`, parity checked) and timed on the val
+tiles one image at a time, eager PyTorch and ONNX Runtime side by side, same threads.
 
-    python benchmarks/detection_heads.py [--heads yolo fcos ssdlite retinanet fasterrcnn] [--epochs 20]
-        [--seeds 0] [--threads 2] [--image-size 256] [--out /tmp/det-heads]
+`--phase train` only trains (run two in parallel on a loaded machine, one thread each);
+`--phase time` only times runs already trained (run it alone, all cores, so that the speed
+columns compare); `--phase all` does both. Each run's row lands in OUT/HEAD/SEED/bench.json and
+the table is read from those.
+
+    python benchmarks/detection_heads.py [--data synthetic|real] [--heads yolo fcos ...] [--epochs 20]
+        [--seeds 0] [--threads N] [--image-size 256] [--phase all|train|time] [--out /tmp/det-heads]
+        [--json results.json]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -20,12 +29,23 @@ from pathlib import Path
 HEADS = ("yolo", "fcos", "ssdlite", "retinanet", "fasterrcnn")
 
 
-def make_data(out: Path) -> dict:
-    from vision_transfer.tasks.detection.synthetic import write_scenes
+def make_data(out: Path, kind: str = "synthetic") -> dict:
+    """Writes the data once (parallel invocations sharing `out` then only read it)."""
+    done = out / "paths.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    if kind == "real":
+        from real_tiles import write_real_tiles   # benchmarks/ is on sys.path when run as a script
 
-    kw = dict(size=128, max_objects=12, min_radius=4, max_radius=9)
-    return {"train": write_scenes(out / "train", n=16, seed=1, **kw)["coco"],
-            "val": write_scenes(out / "val", n=8, seed=2, **kw)["coco"]}
+        paths = write_real_tiles(out)
+    else:
+        from vision_transfer.tasks.detection.synthetic import write_scenes
+
+        kw = dict(size=128, max_objects=12, min_radius=4, max_radius=9)
+        paths = {"train": write_scenes(out / "train", n=16, seed=1, **kw)["coco"],
+                 "val": write_scenes(out / "val", n=8, seed=2, **kw)["coco"]}
+    done.write_text(json.dumps(paths))
+    return paths
 
 
 def train_head(head: str, data: dict, out: Path, *, epochs: int, seed: int, image_size: int) -> dict:
@@ -69,12 +89,15 @@ def time_inference(ckpt: Path, images: list[Path], out: Path, repeats: int = 3) 
 
 def main() -> None:  # noqa: C901
     ap = argparse.ArgumentParser()
+    ap.add_argument("--data", choices=("synthetic", "real"), default="synthetic")
     ap.add_argument("--heads", nargs="+", default=list(HEADS))
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("VT_CPUJOB_THREADS", 2)))
     ap.add_argument("--image-size", type=int, default=256)
+    ap.add_argument("--phase", choices=("all", "train", "time"), default="all")
     ap.add_argument("--out", default="/tmp/det-heads")
+    ap.add_argument("--json", default=None, help="also write every run's row here")
     args = ap.parse_args()
     import torch
 
@@ -82,46 +105,58 @@ def main() -> None:  # noqa: C901
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    data = make_data(out / "data")
+    data = make_data(out / "data", args.data)
     images = sorted(Path(data["val"]["images"]).glob("*.png"))
-    results_path = out / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     for head in args.heads:
         for seed in args.seeds:
-            key = f"{head}/{seed}"
-            if key in results:
-                continue
             run_dir = out / head / str(seed)
-            done = run_dir / "summary.json"
-            if done.is_file():   # trained by an earlier invocation: reuse its run
+            bench, done = run_dir / "bench.json", run_dir / "summary.json"
+            row = json.loads(bench.read_text()) if bench.is_file() else {}
+            if not row and done.is_file():   # trained by an earlier invocation: reuse its run
                 summary = json.loads(done.read_text())
                 row = {k: summary["metrics"][k] for k in ("AP", "AP50")} | {"train_time_s": summary["train_time_s"]}
-            else:
+            if not row and args.phase != "time":
                 row = train_head(head, data, run_dir, epochs=args.epochs, seed=seed, image_size=args.image_size)
-            try:
-                row.update(time_inference(run_dir / "checkpoints" / "best.pt", images, run_dir))
-            except VTError as e:   # recorded, not hidden: the table shows the head without ONNX numbers
-                row.update({"eager_img_s": float("nan"), "ort_img_s": float("nan"), "parity": str(e)})
-            results[key] = row
-            results_path.write_text(json.dumps(results, indent=2))
-            print(key, json.dumps(row), flush=True)
+            if not row:
+                continue
+            row.update({"epochs": args.epochs, "image_size": args.image_size, "data": args.data,
+                        "train_threads": row.get("train_threads", args.threads)})
+            if "ort_img_s" not in row and args.phase != "train":
+                try:
+                    row.update(time_inference(run_dir / "checkpoints" / "best.pt", images, run_dir))
+                except VTError as e:   # recorded, not hidden: the table shows the head without ONNX numbers
+                    row.update({"eager_img_s": float("nan"), "ort_img_s": float("nan"), "parity": str(e)})
+                row["time_threads"] = args.threads
+            tmp = bench.with_suffix(".tmp")
+            tmp.write_text(json.dumps(row, indent=2))
+            tmp.replace(bench)   # atomic: a parallel invocation may be reading the rows
+            print(f"{head}/{seed}", json.dumps(row), flush=True)
+    results = {f"{b.parent.parent.name}/{b.parent.name}": json.loads(b.read_text())
+               for b in sorted(out.glob("*/*/bench.json"))}
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
     print_table(results)
 
 
 def print_table(results: dict) -> None:
-    print("| head | seeds | AP | AP50 | train s | eager img/s | ORT img/s | ORT / eager |")
-    print("|---|---|---|---|---|---|---|---|")
+    """AP and training time over every seed; speed over the runs that were timed (`--phase time
+    --seeds 0` is enough: inference cost does not depend on the seed's weights)."""
+    print("| head | seeds | AP | AP50 | train s | timed | eager img/s | ORT img/s | ORT / eager |")
+    print("|---|---|---|---|---|---|---|---|---|")
     heads = sorted({k.split("/")[0] for k in results}, key=lambda h: HEADS.index(h) if h in HEADS else 99)
     for h in heads:
         rows = [v for k, v in results.items() if k.split("/")[0] == h]
+        timed = [r for r in rows if "ort_img_s" in r]
 
-        def ms(key: str, fmt: str = ".3f") -> str:
+        def ms(key: str, fmt: str = ".3f", rows: list = rows) -> str:
             vals = [r[key] for r in rows]
+            if not vals:
+                return "-"
             spread = f" ± {statistics.stdev(vals):{fmt}}" if len(vals) > 1 else ""
             return f"{statistics.mean(vals):{fmt}}{spread}"
-        ratio = statistics.mean(r["ort_img_s"] / r["eager_img_s"] for r in rows)
-        print(f"| {h} | {len(rows)} | {ms('AP')} | {ms('AP50')} | {ms('train_time_s', '.0f')} | "
-              f"{ms('eager_img_s', '.1f')} | {ms('ort_img_s', '.1f')} | {ratio:.2f} |")
+        ratio = f"{statistics.mean(r['ort_img_s'] / r['eager_img_s'] for r in timed):.2f}" if timed else "-"
+        print(f"| {h} | {len(rows)} | {ms('AP')} | {ms('AP50')} | {ms('train_time_s', '.0f')} | {len(timed)} | "
+              f"{ms('eager_img_s', '.1f', timed)} | {ms('ort_img_s', '.1f', timed)} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -41,27 +41,33 @@ def build(name: str, size: int):
     return model, meta, task
 
 
+_EXPORTS: dict = {}   # (model, size) -> exported runtimes of a per-image graph (they do not depend on the batch)
+
+
 def runners(name: str, size: int, batch: int, tmp: Path) -> tuple[dict, list]:
     """{runtime: callable(inputs)} and the inputs of one batch."""
     from vision_transfer.export.exporter import _export_onnx, _export_torchscript, check_parity, export_spec_for
 
-    model, meta, task = build(name, size)
-    spec = export_spec_for(task, model, meta=meta, image_size=size, batch=batch, dynamic=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ort = _export_onnx(spec, tmp / f"{name}-{size}-{batch}.onnx")
-        ts = _export_torchscript(spec, tmp / f"{name}-{size}-{batch}.pt")
-    check_parity(spec, ort)
-    if spec.io == "batch":
-        x = spec.inputs[0]
+    if (name, size) in _EXPORTS:
+        model, cl_model, ort, ts, image = _EXPORTS[name, size]
+    else:
+        model, meta, task = build(name, size)
+        spec = export_spec_for(task, model, meta=meta, image_size=size, batch=batch, dynamic=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ort = _export_onnx(spec, tmp / f"{name}-{size}-{batch}.onnx")
+            ts = _export_torchscript(spec, tmp / f"{name}-{size}-{batch}.pt")
+        check_parity(spec, ort)
         cl_model = build(name, size)[0].to(memory_format=torch.channels_last)
         cl_model.load_state_dict(model.state_dict())
-        x_cl = x.contiguous(memory_format=torch.channels_last)
-        return {"eager": lambda: model(x), "channels_last": lambda: cl_model(x_cl),
-                "torchscript": lambda: ts(x), "onnxruntime": lambda: ort(x)}, [x]
-    images = [spec.inputs[0]] * batch   # per-image graphs: a batch is a loop
-    cl_model = build(name, size)[0].to(memory_format=torch.channels_last)
-    cl_model.load_state_dict(model.state_dict())
+        if spec.io == "batch":
+            x = spec.inputs[0]
+            x_cl = x.contiguous(memory_format=torch.channels_last)
+            return {"eager": lambda: model(x), "channels_last": lambda: cl_model(x_cl),
+                    "torchscript": lambda: ts(x), "onnxruntime": lambda: ort(x)}, [x]
+        image = spec.inputs[0]
+        _EXPORTS[name, size] = model, cl_model, ort, ts, image
+    images = [image] * batch   # per-image graphs: a batch is a loop
     return {"eager": lambda: model(images), "channels_last": lambda: cl_model(images),
             "torchscript": lambda: [ts(im) for im in images], "onnxruntime": lambda: [ort(im) for im in images]}, images
 
@@ -86,7 +92,8 @@ def main() -> None:
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--json", default=None, help="rows are merged into this file after each model (same "
+                    "model / px / batch / runtime replaced), so that an interrupted run keeps what it measured")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
@@ -108,8 +115,18 @@ def main() -> None:
                         rows.append(row)
                         print(f"| {name} | {size} | {batch} | {rt} | {ips:.1f} | {row['p50_ms']:.1f} | "
                               f"{row['p95_ms']:.1f} | {row['vs_eager']:.2f} |", flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+                    if args.json:
+                        save(rows, Path(args.json), threads=args.threads, rounds=args.rounds)
+
+
+def save(rows: list[dict], path: Path, **extra) -> None:
+    key = ("model", "size", "batch", "runtime")
+    old = json.loads(path.read_text()) if path.is_file() else []
+    new = {tuple(r[k] for k in key) for r in rows}
+    merged = [r for r in old if tuple(r[k] for k in key) not in new] + [r | extra for r in rows]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(merged, indent=2))
+    tmp.replace(path)
 
 
 if __name__ == "__main__":
