@@ -3,7 +3,8 @@
 A pair's data lives in `DATA/SRC/{train,val}/CLASS/*.png` (labelled source), `DATA/TGT/unlabelled/**.png`
 (the target images a method may see) and `DATA/TGT/test/CLASS/*.png` (labelled target, scored only). Every
 method gets the same budget (epochs over the labelled source images, batch, lr, image size); dann / cdan /
-mmd also see one target batch per step. adabn is post-hoc on the source-only run's best.pt (`vt adapt`).
+mmd also see one target batch per step. adabn is post-hoc on the source-only run's best.pt (`vt adapt`);
+`METHOD+adabn` applies it to METHOD's best.pt.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import torch
 def add_arguments(ap: argparse.ArgumentParser, *, epochs: int, batch: int, size: int, per_class: int | None,
                   diag: int) -> None:
     ap.add_argument("--methods", nargs="+", default=["none", "adabn", "dann"],
-                    help="none | adabn | dann | cdan | mmd, optionally @WEIGHT (adapt.weight), e.g. dann@0.3")
+                    help="none | adabn | dann | cdan | mmd, optionally @WEIGHT (adapt.weight), e.g. dann@0.3, "
+                         "and +adabn (AdaBN on that run's best.pt), e.g. dann+adabn")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=epochs)
     ap.add_argument("--batch", type=int, default=batch)
@@ -40,11 +42,12 @@ def train_run(data: Path, src: str, tgt: str, method: str, seed: int, out: Path,
     """One run (skipped when out/summary.json exists): its target/source numbers and per-epoch curve."""
     import vision_transfer as vt
 
+    trained, adabn = trained_method(method), method == "adabn" or method.endswith("+adabn")
     over = {"data.format": "folder", "data.root": str(data / src), **augment, "data.num_workers": 0,
             "train.epochs": args.epochs, "train.batch_size": args.batch,
             "train.image_size": args.size, "train.seed": seed, "train.device": "cpu", "run.tensorboard": False,
-            "run.out_dir": str(out), "adapt.method": "none" if method == "adabn" else method.split("@")[0],
-            "adapt.weight": float(method.split("@")[1]) if "@" in method else 1.0,
+            "run.out_dir": str(out), "adapt.method": trained.split("@")[0],
+            "adapt.weight": float(trained.split("@")[1]) if "@" in trained else 1.0,
             "adapt.target.images": str(data / tgt / "unlabelled"), "adapt.target.val": str(data / tgt / "test"),
             "adapt.diagnostic_images": args.diag, "data.max_per_class": args.per_class}
     if args.lr is not None:
@@ -58,20 +61,29 @@ def train_run(data: Path, src: str, tgt: str, method: str, seed: int, out: Path,
            "pad": summary.get("adapt", {}).get("proxy_a_distance"), "train_time_s": summary["train_time_s"],
            "epochs": [{"epoch": r["epoch"], "source_acc": r["accuracy"], "target_acc": r["target_accuracy"],
                        "snd": r.get("snd"), "domain_acc": r.get("domain_acc")} for r in rows]}
-    if method == "adabn":
+    if adabn:
         res.update(adabn_posthoc(data, tgt, out))
     return res
 
 
+def trained_method(method: str) -> str:
+    """The training run a method name needs: adabn adapts the source-only run, X+adabn run X."""
+    return "none" if method == "adabn" else method.removesuffix("+adabn")
+
+
 def adabn_posthoc(data: Path, tgt: str, out: Path) -> dict:
+    """`vt adapt` on the run's best.pt, scored on the target test split (cached in out/adabn.json)."""
     import vision_transfer as vt
     from vision_transfer.adapt import adapt_checkpoint
 
-    ckpt = adapt_checkpoint(out / "checkpoints" / "best.pt", target=data / tgt / "unlabelled",
-                            out=out / "adabn.pt", device="cpu")
-    m = vt.evaluate("classification", checkpoint=ckpt, out=out / "adabn_eval",
-                    overrides={"data.val.images": str(data / tgt / "test"), "data.num_workers": 0})
-    return {"target_accuracy": m["accuracy"], "target_balanced": balanced_accuracy(m)}
+    cache = out / "adabn.json"
+    if not cache.is_file():
+        ckpt = adapt_checkpoint(out / "checkpoints" / "best.pt", target=data / tgt / "unlabelled",
+                                out=out / "adabn.pt", device="cpu")
+        m = vt.evaluate("classification", checkpoint=ckpt, out=out / "adabn_eval",
+                        overrides={"data.val.images": str(data / tgt / "test"), "data.num_workers": 0})
+        cache.write_text(json.dumps({"target_accuracy": m["accuracy"], "target_balanced": balanced_accuracy(m)}))
+    return json.loads(cache.read_text())
 
 
 def selection_report(runs: list[dict]) -> dict:
@@ -101,7 +113,7 @@ def compare(data: Path, pairs: list[str], args, *, out: Path, augment: dict) -> 
         src, tgt = pair.split(":")
         per: dict = {}
         for method in args.methods:
-            run_name = "none" if method == "adabn" else method   # adabn adapts the source-only run
+            run_name = trained_method(method)
             runs = [train_run(data, src, tgt, method, s, out / pair.replace(":", "_to_") / f"{run_name}_s{s}", args,
                               augment) for s in args.seeds]
             per[method] = {"target_accuracy": _ms([r["target_accuracy"] for r in runs]),
@@ -130,7 +142,7 @@ def markdown(results: dict) -> str:
         for m, r in per.items():
             pads = [p for p in r["pad"] if p]
             pad = (f"{statistics.mean(p['before'] for p in pads):.2f} -> {statistics.mean(p['after'] for p in pads):.2f}"
-                   if pads and m != "adabn" else "-")
+                   if pads and "adabn" not in m else "-")
             f = lambda d: f"{d['mean']:.3f} +- {d['std']:.3f}"   # noqa: E731
             lines.append(f"| {pair} | {m} | {f(r['target_accuracy'])} | {f(r['target_balanced'])} | "
                          f"{f(r['source_accuracy'])} | {pad} |")
