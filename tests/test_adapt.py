@@ -292,3 +292,20 @@ def test_segmentation_source_only_is_measurably_worse_on_a_textured_target(tmp_p
     source, target = summary["metrics"]["mIoU"], summary["target_metrics"]["mIoU"]
     assert source > 0.6 and target < source - 0.1, (source, target)
 
+
+
+def test_detection_source_only_is_measurably_worse_on_a_textured_target(tmp_path):
+    from vision_transfer.tasks.detection.synthetic import write_scenes
+
+    src = write_scenes(tmp_path / "src", n=12, size=64, seed=1)["coco"]
+    textured_copy(Path(src["images"]), tmp_path / "tsrc")   # the same scenes and boxes, shifted
+    vt.train("detection", overrides={
+        **FAST, "model.backbone": "tf_efficientnet_lite0", "model.weights": "imagenet", "model.fpn_channels": 32,
+        "train.image_size": 64, "train.batch_size": 4, "train.epochs": 8, "data.format": "coco",
+        "data.train.images": src["images"], "data.train.annotations": src["annotations"],
+        "data.val.images": src["images"], "data.val.annotations": src["annotations"],   # the shift alone differs
+        "adapt.target.val.images": str(tmp_path / "tsrc"), "adapt.target.val.annotations": src["annotations"],
+        "adapt.diagnostics": False, "run.out_dir": str(tmp_path / "run")})
+    summary = json.loads((tmp_path / "run/summary.json").read_text())
+    source, target = summary["metrics"]["AP50"], summary["target_metrics"]["AP50"]
+    assert source > 0.2 and target < source - 0.1, (source, target)
