@@ -1,9 +1,8 @@
 """Domain adaptation on a real shift: ELPV solar cells, monocrystalline <-> polycrystalline.
 
 Labelled cells of one type train (defect probability >= 0.5 = "defect"); unlabelled cells of the
-other type are the target; held-out labelled cells of the other type score. Every method gets the
-same budget (epochs over the labelled source cells, batch, lr, image size); dann / cdan / mmd also
-see one target batch per step. adabn is post-hoc on the source-only run's best.pt (`vt adapt`).
+other type are the target; held-out labelled cells of the other type score. The loop, the budget
+and the numbers are adaptation_compare.py's.
 
     nice -n 10 python benchmarks/domain_adaptation_elpv.py --out /tmp/da --methods none dann adabn --seeds 0 1 2
 
@@ -14,14 +13,13 @@ selection track target accuracy over epochs.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 from pathlib import Path
 
 import numpy as np
-import torch
+from adaptation_compare import add_arguments, compare
 from PIL import Image
 
+AUGMENT = {"data.crop_scale": 0.8, "data.vflip": True, "data.rotate90": True}   # no "up" in a solar cell
 SIZES = {"train": 400, "val": 150}   # labelled source cells; the rest of the other type is split in two
 
 
@@ -48,120 +46,14 @@ def write_cells(root: Path, *, px: int = 96) -> Path:
     return root
 
 
-def balanced_accuracy(metrics: dict) -> float:
-    per = metrics.get("per_class") or {}
-    recalls = [v["recall"] for v in per.values() if v.get("support", 0) > 0]
-    return float(np.mean(recalls)) if recalls else float("nan")
-
-
-def train_run(data: Path, src: str, tgt: str, method: str, seed: int, out: Path, args) -> dict:
-    import vision_transfer as vt
-
-    over = {"data.format": "folder", "data.root": str(data / src), "data.crop_scale": 0.8, "data.vflip": True,
-            "data.rotate90": True, "data.num_workers": 0, "train.epochs": args.epochs, "train.batch_size": args.batch,
-            "train.image_size": args.size, "train.seed": seed, "train.device": "cpu", "run.tensorboard": False,
-            "run.out_dir": str(out), "adapt.method": "none" if method == "adabn" else method.split("@")[0],
-            "adapt.weight": float(method.split("@")[1]) if "@" in method else 1.0,
-            "adapt.target.images": str(data / tgt / "unlabelled"), "adapt.target.val": str(data / tgt / "test"),
-            "adapt.diagnostic_images": args.diag, "data.max_per_class": args.per_class}
-    if not (out / "summary.json").is_file():
-        vt.train("classification", overrides=over)
-    summary = json.loads((out / "summary.json").read_text())
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    res = {"source_accuracy": summary["metrics"]["accuracy"], "target_accuracy": summary["target_metrics"]["accuracy"],
-           "target_balanced": balanced_accuracy(summary["target_metrics"]),
-           "pad": summary.get("adapt", {}).get("proxy_a_distance"), "train_time_s": summary["train_time_s"],
-           "epochs": [{"epoch": r["epoch"], "source_acc": r["accuracy"], "target_acc": r["target_accuracy"],
-                       "snd": r.get("snd"), "domain_acc": r.get("domain_acc")} for r in rows]}
-    if method == "adabn":
-        res.update(adabn_posthoc(data, tgt, out, args))
-    return res
-
-
-def adabn_posthoc(data: Path, tgt: str, out: Path, args) -> dict:
-    import vision_transfer as vt
-    from vision_transfer.adapt import adapt_checkpoint
-
-    ckpt = adapt_checkpoint(out / "checkpoints" / "best.pt", target=data / tgt / "unlabelled",
-                            out=out / "adabn.pt", device="cpu")
-    m = vt.evaluate("classification", checkpoint=ckpt, out=out / "adabn_eval",
-                    overrides={"data.val.images": str(data / tgt / "test"), "data.num_workers": 0})
-    return {"target_accuracy": m["accuracy"], "target_balanced": balanced_accuracy(m)}
-
-
-def selection_report(runs: list[dict]) -> dict:
-    """Target accuracy of the epoch each criterion picks, vs the best epoch in hindsight (oracle)."""
-    out = {"source_val": [], "snd": [], "oracle": [], "last": []}
-    for r in runs:
-        ep = r["epochs"]
-        out["source_val"].append(max(ep, key=lambda e: e["source_acc"])["target_acc"])
-        if all(e["snd"] is not None for e in ep):
-            out["snd"].append(max(ep, key=lambda e: e["snd"])["target_acc"])
-        out["oracle"].append(max(e["target_acc"] for e in ep))
-        out["last"].append(ep[-1]["target_acc"])
-    return {k: _ms(v) for k, v in out.items() if v}
-
-
-def _ms(v: list[float]) -> dict:
-    return {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "n": len(v),
-            "values": [round(x, 4) for x in v]}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="/tmp/vt-da-elpv")
     ap.add_argument("--pairs", nargs="+", default=["mono:poly", "poly:mono"])
-    ap.add_argument("--methods", nargs="+", default=["none", "adabn", "dann"],
-                    help="none | adabn | dann | cdan | mmd, optionally @WEIGHT (adapt.weight), e.g. dann@0.3")
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--size", type=int, default=48)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--per-class", type=int, default=100, help="labelled source cells per class (balanced)")
-    ap.add_argument("--diag", type=int, default=150, help="cells per domain for SND and the A-distance")
+    add_arguments(ap, epochs=4, batch=16, size=48, per_class=100, diag=150)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)   # on a shared 2-core machine 2 threads ran 10x slower than 1
     out = Path(args.out)
-    data = write_cells(out / "cells")
-    results: dict = {"settings": vars(args), "pairs": {}}
-    for pair in args.pairs:
-        src, tgt = pair.split(":")
-        per: dict = {}
-        for method in args.methods:
-            run_name = "none" if method == "adabn" else method   # adabn adapts the source-only run
-            runs = [train_run(data, src, tgt, method, s, out / pair.replace(":", "_to_") / f"{run_name}_s{s}", args)
-                    for s in args.seeds]
-            per[method] = {"target_accuracy": _ms([r["target_accuracy"] for r in runs]),
-                           "target_balanced": _ms([r["target_balanced"] for r in runs]),
-                           "source_accuracy": _ms([r["source_accuracy"] for r in runs]),
-                           "pad": [r["pad"] for r in runs], "selection": selection_report(runs),
-                           "train_time_s": _ms([r["train_time_s"] for r in runs]), "runs": runs}
-            _print(pair, method, per[method])
-            results["pairs"][pair] = per
-            (out / "results.json").write_text(json.dumps(results, indent=1))
-    (out / "results.md").write_text(markdown(results))
-    print(markdown(results))
-
-
-def _print(pair: str, method: str, r: dict) -> None:
-    t, b = r["target_accuracy"], r["target_balanced"]
-    print(f"{pair:10s} {method:6s} target acc {t['mean']:.3f} +- {t['std']:.3f} balanced {b['mean']:.3f} +- "
-          f"{b['std']:.3f} {t['values']}", flush=True)
-
-
-def markdown(results: dict) -> str:
-    lines = ["| pair | method | target accuracy | target balanced acc | source-val acc | PAD before -> after |",
-             "|---|---|---|---|---|---|"]
-    for pair, per in results["pairs"].items():
-        for m, r in per.items():
-            pads = [p for p in r["pad"] if p]
-            pad = (f"{statistics.mean(p['before'] for p in pads):.2f} -> {statistics.mean(p['after'] for p in pads):.2f}"
-                   if pads and m != "adabn" else "-")
-            f = lambda d: f"{d['mean']:.3f} +- {d['std']:.3f}"   # noqa: E731
-            lines.append(f"| {pair} | {m} | {f(r['target_accuracy'])} | {f(r['target_balanced'])} | "
-                         f"{f(r['source_accuracy'])} | {pad} |")
-    return "\n".join(lines) + "\n"
+    compare(write_cells(out / "cells"), args.pairs, args, out=out, augment=AUGMENT)
 
 
 if __name__ == "__main__":

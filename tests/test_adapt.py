@@ -33,6 +33,22 @@ def shifted_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
+def textured_copy(src: Path, dst: Path, *, seed: int = 0) -> Path:
+    """The same images as |smooth random colour field - image| per channel (MNIST-M's blending
+    rule, with a generated field for the photo patch): a colour and texture shift; masks unchanged."""
+    rng = np.random.default_rng(seed)
+    for p in sorted(src.rglob("*.png")):
+        q = dst / p.relative_to(src)
+        q.parent.mkdir(parents=True, exist_ok=True)
+        a = np.array(Image.open(p))
+        if p.parent.name != "masks":
+            h, w = a.shape[:2]
+            field = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+            a = np.abs(np.asarray(field, dtype=np.int16) - a[..., :3]).astype(np.uint8)
+        Image.fromarray(a).save(q)
+    return dst
+
+
 # -- the pieces ---------------------------------------------------------------------------------
 
 def test_gradient_reversal_and_lambda_schedule():
@@ -255,3 +271,41 @@ def test_one_adaptation_step_reaches_backbone_and_discriminator(method):
         assert all(p.grad is not None for p in module.discriminator.parameters())
         lrs = {g["name"]: g["lr"] for g in param_groups(module, lr=1e-3, weight_decay=0.0)}
         assert lrs["head_x10"] == pytest.approx(1e-2)
+
+
+# -- the shift is real: source-only loses on the textured target ----------------------------------
+
+def test_segmentation_source_only_is_measurably_worse_on_a_textured_target(tmp_path):
+    from test_segmentation import write_folder
+
+    write_folder(tmp_path / "train", range(16), size=48, binary=True, max_objects=3, min_radius=4)
+    write_folder(tmp_path / "val", range(100, 106), size=48, binary=True, max_objects=3, min_radius=4)
+    textured_copy(tmp_path / "val", tmp_path / "tval")   # the same scenes and masks, shifted
+    vt.train("segmentation", overrides={
+        **FAST, "train.epochs": 3, "train.image_size": 48, "train.batch_size": 4, "train.lr": 1e-2,
+        "data.format": "masks", "data.classes": ["background", "fg"], "model.decoder_channels": [32, 16, 16, 16, 16],
+        "data.train.images": str(tmp_path / "train/images"), "data.train.masks": str(tmp_path / "train/masks"),
+        "data.val.images": str(tmp_path / "val/images"), "data.val.masks": str(tmp_path / "val/masks"),
+        "adapt.target.val.images": str(tmp_path / "tval/images"), "adapt.target.val.masks": str(tmp_path / "tval/masks"),
+        "adapt.diagnostics": False, "run.out_dir": str(tmp_path / "run")})
+    summary = json.loads((tmp_path / "run/summary.json").read_text())
+    source, target = summary["metrics"]["mIoU"], summary["target_metrics"]["mIoU"]
+    assert source > 0.6 and target < source - 0.1, (source, target)
+
+
+
+def test_detection_source_only_is_measurably_worse_on_a_textured_target(tmp_path):
+    from vision_transfer.tasks.detection.synthetic import write_scenes
+
+    src = write_scenes(tmp_path / "src", n=12, size=64, seed=1)["coco"]
+    textured_copy(Path(src["images"]), tmp_path / "tsrc")   # the same scenes and boxes, shifted
+    vt.train("detection", overrides={
+        **FAST, "model.backbone": "tf_efficientnet_lite0", "model.weights": "imagenet", "model.fpn_channels": 32,
+        "train.image_size": 64, "train.batch_size": 4, "train.epochs": 8, "data.format": "coco",
+        "data.train.images": src["images"], "data.train.annotations": src["annotations"],
+        "data.val.images": src["images"], "data.val.annotations": src["annotations"],   # the shift alone differs
+        "adapt.target.val.images": str(tmp_path / "tsrc"), "adapt.target.val.annotations": src["annotations"],
+        "adapt.diagnostics": False, "run.out_dir": str(tmp_path / "run")})
+    summary = json.loads((tmp_path / "run/summary.json").read_text())
+    source, target = summary["metrics"]["AP50"], summary["target_metrics"]["AP50"]
+    assert source > 0.2 and target < source - 0.1, (source, target)
