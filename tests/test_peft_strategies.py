@@ -76,3 +76,15 @@ def test_lora_run_reports_trainable_params_and_round_trips(tmp_path):
     x = torch.rand(1, 3, 64, 64)
     with torch.inference_mode():
         assert torch.allclose(model(x), run.model.eval()(x), atol=1e-5)
+
+
+def test_solved_probe_reports_only_the_head_as_trainable(tmp_path):
+    write_shapes_folder(tmp_path / "shapes", train_per_class=3, val_per_class=1, size=40)
+    run = vt.train("classification", overrides={
+        "data.format": "folder", "data.root": str(tmp_path / "shapes"), "model.backbone": "tiny_swin",
+        "model.weights": "none", "transfer.strategy": "linear_probe", "transfer.probe_solver": "lbfgs",
+        "train.batch_size": 4, "train.image_size": 64, "train.device": "cpu", "data.num_workers": 0,
+        "run.out_dir": str(tmp_path / "run"), "run.tensorboard": False})
+    s = json.loads((run.out_dir / "summary.json").read_text())
+    head = sum(p.numel() for p in run.model.head.parameters())
+    assert s["trainable_params"] == head < s["total_params"]

@@ -199,7 +199,8 @@ def _write_summary(out_dir: Path, cfg: Config, task: Any, result: Any, bb: Backb
                "strategy": cfg.transfer.strategy, "lr": cfg.train.lr, "schedule": cfg.train.schedule,
                "backbone_lr_mult": cfg.transfer.backbone_lr_mult, "num_train": len(splits.train),
                "num_val": len(splits.val) if splits.val is not None else 0, "classes": splits.classes,
-               "data_info": splits.info, **footprint(plan.model, plan.export or plan.model, out_dir), **(extra or {})}
+               "data_info": splits.info, **footprint(plan.model.head if plan.solve else plan.model,  # solved: the head
+                                                     plan.export or plan.model, out_dir), **(extra or {})}
     if adaptation:   # target_metrics, domain accuracy, A-distance, the feature plot
         summary = adaptation.finish(summary, out_dir=out_dir, model=plan.export or plan.model)
     write_json(out_dir / "summary.json", summary)
