@@ -30,6 +30,7 @@ def add_arguments(ap: argparse.ArgumentParser, *, epochs: int, batch: int, size:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--per-class", type=int, default=per_class, help="labelled source images per class (balanced)")
     ap.add_argument("--diag", type=int, default=diag, help="images per domain for SND and the A-distance")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more config keys for every run")
 
 
 def balanced_accuracy(metrics: dict) -> float:
@@ -52,6 +53,7 @@ def train_run(data: Path, src: str, tgt: str, method: str, seed: int, out: Path,
             "adapt.diagnostic_images": args.diag, "data.max_per_class": args.per_class}
     if args.lr is not None:
         over["train.lr"] = args.lr
+    over.update(kv.split("=", 1) for kv in args.set)
     if not (out / "summary.json").is_file():
         vt.train("classification", overrides=over)
     summary = json.loads((out / "summary.json").read_text())

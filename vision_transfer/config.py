@@ -200,6 +200,9 @@ class AdaptConfig(_Section):
     target: AdaptTargetConfig = Field(default_factory=AdaptTargetConfig)
     weight: float = Field(1.0, ge=0.0)     # trade-off of the domain loss against the task loss
     select: Literal["source_val", "snd"] = "source_val"   # what picks best.pt; snd: label-free (classification)
+    # BatchNorm in the target pass: running = the source's running statistics (as at test time);
+    # batch = the target batch's own statistics, running averages updated by both domains (Ganin et al.)
+    target_bn: Literal["running", "batch"] = "running"
     diagnostics: bool = True               # proxy A-distance before/after and the PCA plot
     diagnostic_images: int = Field(400, ge=10)   # per domain, for those diagnostics
 

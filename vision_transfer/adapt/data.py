@@ -68,7 +68,9 @@ class EndlessLoader:
         self.dataset = dataset
         self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
-                                 collate_fn=_images_only, drop_last=False, persistent_workers=num_workers > 0)
+                                 collate_fn=_images_only, persistent_workers=num_workers > 0,
+                                 # endless, so a short last batch buys nothing (and one image breaks BatchNorm)
+                                 drop_last=len(self.sampler) >= batch_size)
         self.passes = 0
         self._it: Iterator | None = None
 

@@ -62,7 +62,8 @@ class Adaptation:
             steps = total_steps(len(plan.train), batch_size=self.cfg.train.batch_size, world_size=rt.world_size,
                                 epochs=self.cfg.train.epochs)
             module = AdaptModule(model, self.task, method=self.method, num_classes=len(self.splits.classes),
-                                 total_steps=steps, weight=a.weight, seed=self.cfg.train.seed)
+                                 total_steps=steps, weight=a.weight, seed=self.cfg.train.seed,
+                                 target_bn=a.target_bn)
             plan = TrainingPlan(model=module, train=plan.train, val=plan.val, export=model)
         task = AdaptingTask(self.task, target=loader, extra_eval=self._extra_eval, monitor=self._monitor())
         return task, plan
