@@ -58,6 +58,7 @@ class Task:
     default_color_jitter: float = 0.0       # data.color_jitter when not given
     model_options: tuple[str, ...] = ()   # ModelConfig fields this task's build_model accepts
     loss_options: tuple[str, ...] = ()    # TrainConfig fields it accepts too (label_smoothing, dice_weight...)
+    data_options: tuple[str, ...] = ()    # DataConfig fields it accepts too (classification: multilabel)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A task class that declares no `heads` gets an empty registry of its own (a subclass of a
@@ -65,6 +66,12 @@ class Task:
         super().__init_subclass__(**kwargs)
         if "heads" not in cls.__dict__ and cls.heads is Task.heads:
             cls.heads = Registry(f"{cls.__name__} head")
+
+    def configured(self, cfg: Any) -> Task:
+        """The task as a run with `cfg` sees it: itself, or a variant that a data setting selects
+        (classification with `data.multilabel=true`: mAP monitored, several labels per image).
+        Every entry point that holds a config (train, eval, lr-find, study, doctor) asks for it."""
+        return self
 
     def default_lr_for(self, strategy: str) -> float:
         """The learning rate when train.lr is not given (a probe tolerates more than a fine-tune)."""
