@@ -159,6 +159,8 @@ def test_single_label_keys_and_other_formats_are_refused(data, tmp_path):
                                               "data.train.annotations": str(root / "train.csv")})
     with pytest.raises(VTError, match="reads a CSV"):
         vt.train("classification", overrides={**base, "data.format": "folder", "data.root": str(root)})
+    with pytest.raises(VTError, match="not to the segmentation task"):
+        vt.train("segmentation", overrides={**base, "data.root": str(root)})
 
 
 def test_doctor_counts_labels_per_class(data, tmp_path):

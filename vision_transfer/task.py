@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .backbones.base import Backbone, Preprocessing
+from .errors import VTError
 from .plugins import TASKS, resolve  # noqa: F401 - TASKS: the registry, re-exported
 from .registry import Registry
 
@@ -71,6 +72,8 @@ class Task:
         """The task as a run with `cfg` sees it: itself, or a variant that a data setting selects
         (classification with `data.multilabel=true`: mAP monitored, several labels per image).
         Every entry point that holds a config (train, eval, lr-find, study, doctor) asks for it."""
+        if getattr(cfg.data, "multilabel", False):
+            raise VTError(f"data.multilabel=true applies to classification, not to the {self.name} task")
         return self
 
     def default_lr_for(self, strategy: str) -> float:
