@@ -112,7 +112,7 @@ def train_from_config(cfg: Config, *, backbone: Backbone | None = None, head: An
         from .multitask.run import train_multitask
 
         return train_multitask(cfg, callbacks=callbacks)
-    task = get_task(cfg.task)
+    task = get_task(cfg.task).configured(cfg)
     cfg = resolve_defaults(cfg, task)
     rt = setup_runtime(cfg.train.device)
     report.reset()   # skips are counted per run
@@ -177,6 +177,7 @@ def _model_options(task: Any, cfg: Config) -> dict:
     """The model and loss keys the task's `build_model` takes, from the config."""
     options = {k: getattr(cfg.model, k) for k in task.model_options}
     options.update({k: getattr(cfg.train, k) for k in task.loss_options})
+    options.update({k: getattr(cfg.data, k) for k in task.data_options})
     return options
 
 
@@ -270,6 +271,7 @@ def evaluate_checkpoint(task_name: str, *, checkpoint: str | os.PathLike, config
     user = resolve_config(task_name, config, overrides).model_dump(mode="json", exclude_unset=True)
     user.pop("task", None)
     cfg = build_config(task_name, merge(base, user))
+    task = task.configured(cfg)
     model, meta = load_model(checkpoint, task=task_name)
     dev = resolve_device(device or cfg.train.device)
     splits = task.build_datasets(data=cfg.data, image_size=meta["image_size"],

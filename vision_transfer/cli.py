@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--out", required=True)
-    p.add_argument("--score-threshold", type=float, default=None, help="detection: hide boxes below this (0.5)")
+    p.add_argument("--score-threshold", type=float, default=None, help="detection: hide boxes below this; multi-label classification: "
+                   "labels scoring at least this (0.5)")
     p.add_argument("--topk", type=int, default=None, help="classification: classes listed per image (5)")
     _add_head(p)
     _alias(p, "--device", "--batch-size")

@@ -63,6 +63,9 @@ class DataConfig(_Section):
     color_jitter: float | None = Field(None, ge=0.0, le=1.0)
     # balanced: the train split resampled each epoch (classes equally often; repeat-factor for detection)
     sampler: Literal["random", "balanced"] = "random"
+    # classification: several labels per image (data.format=csv, a `labels` column "a;b" or one 0/1
+    # column per class): a sigmoid head with binary cross-entropy, scored by mAP and per-class F1
+    multilabel: bool = False
 
 
 class ModelConfig(_Section):

@@ -272,7 +272,7 @@ def study_from_config(cfg: Config) -> StudyResult:
     from .study_report import write_study  # matplotlib: only when the grid has run
 
     cells = study_grid(cfg)
-    monitor = get_task(cfg.task).monitor
+    monitor = get_task(cfg.task).configured(cfg).monitor
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = Path(cfg.run.out_dir) if cfg.run.out_dir else Path("runs") / f"study-{cfg.task}-{stamp}"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .backbones.base import Backbone, Preprocessing
+from .errors import VTError
 from .plugins import TASKS, resolve  # noqa: F401 - TASKS: the registry, re-exported
 from .registry import Registry
 
@@ -58,6 +59,7 @@ class Task:
     default_color_jitter: float = 0.0       # data.color_jitter when not given
     model_options: tuple[str, ...] = ()   # ModelConfig fields this task's build_model accepts
     loss_options: tuple[str, ...] = ()    # TrainConfig fields it accepts too (label_smoothing, dice_weight...)
+    data_options: tuple[str, ...] = ()    # DataConfig fields it accepts too (classification: multilabel)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A task class that declares no `heads` gets an empty registry of its own (a subclass of a
@@ -65,6 +67,14 @@ class Task:
         super().__init_subclass__(**kwargs)
         if "heads" not in cls.__dict__ and cls.heads is Task.heads:
             cls.heads = Registry(f"{cls.__name__} head")
+
+    def configured(self, cfg: Any) -> Task:
+        """The task as a run with `cfg` sees it: itself, or a variant that a data setting selects
+        (classification with `data.multilabel=true`: mAP monitored, several labels per image).
+        Every entry point that holds a config (train, eval, lr-find, study, doctor) asks for it."""
+        if getattr(cfg.data, "multilabel", False):
+            raise VTError(f"data.multilabel=true applies to classification, not to the {self.name} task")
+        return self
 
     def default_lr_for(self, strategy: str) -> float:
         """The learning rate when train.lr is not given (a probe tolerates more than a fine-tune)."""

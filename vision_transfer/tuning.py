@@ -101,7 +101,7 @@ def lr_find(cfg: Config) -> tuple[Any, Path]:
     from .imbalance import resolve_loss_options
     from .task import get_task
 
-    task = get_task(cfg.task)
+    task = get_task(cfg.task).configured(cfg)
     cfg = resolve_defaults(cfg, task)
     rt = setup_runtime(cfg.train.device)
     seed_everything(cfg.train.seed)

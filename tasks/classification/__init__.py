@@ -4,26 +4,28 @@ Data: `data.format=folder` (`data.root` with `train/` and `val/`, or one folder 
 split by `data.val_split`, stratified and seeded) or `data.format=csv`
 (`data.train.annotations` = a CSV `path,label`, paths under `data.train.images` or the CSV's
 folder). A linear probe trains its head on pooled features computed once (`transfer.cache_features`).
+Several labels per image: `data.format=csv data.multilabel=true` (multilabel.py).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vision_transfer.data.dataset import ImageDataset, albumentations_transform, check_images, warn_skipped
-from vision_transfer.data.folders import (LabelledImages, per_class_subset, read_csv, read_image_folder,
-                                          stratified_split)
+from vision_transfer.data.folders import (LabelledImages, MultiLabelImages, per_class_subset, read_csv,
+                                          read_image_folder, stratified_split)
 from vision_transfer.data.transforms import classification_transforms
 from vision_transfer.errors import VTError
 from vision_transfer.task import DataSplits, Task, TrainingPlan
 
 from .features import FeatureDataset, cache_key, cached_features, stage_columns
 from .heads import HEADS, PooledHead
-from .metrics import classification_metrics
+from .metrics import classification_metrics, multilabel_metrics
 from .model import Classifier, build_classifier
 from .probe import SolvedProbe, choose, layer_sets, resolve_solver
 
@@ -55,13 +57,14 @@ def read_split_items(data: Any, *, seed: int) -> tuple[LabelledImages, LabelledI
     raise VTError(f"data.format={fmt} is not a classification format; use folder or csv")
 
 
-def _dataset(items: LabelledImages, transform, seed: int, info: dict, split: str) -> ImageDataset:
+def _dataset(items: LabelledImages | MultiLabelImages, transform, seed: int, info: dict, split: str) -> ImageDataset:
     good, bad = check_images(items.paths)
     warn_skipped(bad)
     info[f"{split}_skipped"] = len(bad)
     items = items.subset(good)
-    return ImageDataset(items.paths, [{"label": lab} for lab in items.labels],
-                        transform=albumentations_transform(transform), seed=seed)
+    targets = [{"label": items.multi_hot(i)} for i in range(len(items))] if isinstance(items, MultiLabelImages) \
+        else [{"label": lab} for lab in items.labels]
+    return ImageDataset(items.paths, targets, transform=albumentations_transform(transform), seed=seed)
 
 
 class HeadOnly(nn.Module):
@@ -84,8 +87,16 @@ class Classification(Task):
     default_lr = 1e-3
     model_options = ("dropout", "hidden_dim")
     loss_options = ("label_smoothing", "class_weights", "loss", "focal_gamma")
+    data_options = ("multilabel",)
 
     default_color_jitter = 0.2
+
+    def configured(self, cfg: Any) -> Task:
+        if cfg.data.multilabel:
+            from .multilabel import MultiLabelView
+
+            return MultiLabelView.view_of(self, cfg)
+        return self
 
     def default_lr_for(self, strategy: str) -> float:
         # a probe trains only a linear layer; fine-tuning moves pretrained weights and wants less
@@ -98,8 +109,8 @@ class Classification(Task):
         return build_classifier(backbone=backbone, num_classes=num_classes, head=self.resolve_head(head), **options)
 
     def build_datasets(self, *, data, image_size, preprocessing, seed, augment=True) -> DataSplits:
-        train_items, val_items = read_split_items(data, seed=data.split_seed)
-        if data.max_per_class:
+        train_items, val_items = self.read_items(data)
+        if data.max_per_class and isinstance(train_items, LabelledImages):   # multi-label: api's subsample_train
             train_items = per_class_subset(train_items, per_class=data.max_per_class, seed=seed)
         info: dict = {}
         t_train = classification_transforms("train", image_size=image_size, preprocessing=preprocessing,
@@ -113,6 +124,9 @@ class Classification(Task):
         # the same images without augmentation: what cached features are computed from
         train.eval_transform = albumentations_transform(t_val)
         return DataSplits(train=train, val=val, classes=train_items.classes, info=info)
+
+    def read_items(self, data: Any) -> tuple[LabelledImages, LabelledImages | None]:
+        return read_split_items(data, seed=data.split_seed)
 
     def train_step(self, model, batch) -> dict[str, torch.Tensor]:
         inputs = batch["features"] if "features" in batch else batch["image"]
@@ -129,7 +143,10 @@ class Classification(Task):
             inputs = (batch["features"] if "features" in batch else batch["image"]).to(device)
             logits.append(model(inputs).float().cpu())   # autocast: set by the engine
             labels.append(batch["label"])
-        return classification_metrics(torch.cat(logits), torch.cat(labels), classes)
+        labels = torch.cat(labels)
+        if labels.ndim == 2:   # multi-hot targets: data.multilabel
+            return multilabel_metrics(torch.cat(logits), labels, classes)
+        return classification_metrics(torch.cat(logits), labels, classes)
 
     def prepare_training(self, model, splits, *, strategy, cache_features, device, batch_size, num_workers,
                          cache_dir=None, probe_solver: str = "auto", probe_layers: Any = "last",
@@ -179,9 +196,11 @@ class Classification(Task):
         """Pooled features of every stage, concatenated (see features.stage_columns)."""
         bb = model.backbone
         stages = list(range(len(bb.stage_info)))
+        multi = np.ndim(dataset.targets[0]["label"]) > 0 if len(dataset) else False
         key = cache_key(backbone=bb.name, weights=bb.weights, preprocessing=bb.preprocessing.to_dict(),
                         image_size=int(dataset[0]["image"].shape[-1]), paths=dataset.paths,
-                        channels=[f.channels for f in bb.stage_info], stages=stages)
+                        channels=[f.channels for f in bb.stage_info], stages=stages,
+                        labels=[np.asarray(t["label"]).tolist() for t in dataset.targets] if multi else None)
         return cached_features(bb, model.head.pool_map, dataset, key=key, device=device,
                                batch_size=max(batch_size, 64), num_workers=num_workers or 0, desc=desc,
                                all_stages=True)
@@ -193,14 +212,24 @@ class Classification(Task):
 
             confusion_matrix_png(cm, classes, Path(out_dir) / "confusion_matrix.png")
 
-    def predict_batch(self, model, images, *, meta, device, topk: int = 5, **_: Any) -> list[dict]:
-        """Per image: `{"label", "score", "topk": [{"label", "score"}]}` (softmax scores)."""
+    def predict_batch(self, model, images, *, meta, device, topk: int = 5, score_threshold: float | None = None,
+                      **_: Any) -> list[dict]:
+        """Per image: `{"label", "score", "topk": [{"label", "score"}]}` (softmax scores); a
+        multi-label model: `{"labels": [classes with sigmoid >= score_threshold (0.5)], "scores": {class: score}}`."""
         from vision_transfer.backbones.base import Preprocessing
 
         t = classification_transforms("val", image_size=meta["image_size"],
                                       preprocessing=Preprocessing.from_dict(meta["preprocessing"]))
         x = torch.stack([t(image=im)["image"] for im in images]).to(device)
-        probs, classes, rows = model(x).float().softmax(1).cpu(), meta["classes"], []
+        logits, classes, rows = model(x).float().cpu(), meta["classes"], []
+        if meta.get("model_spec", {}).get("options", {}).get("multilabel"):
+            threshold = 0.5 if score_threshold is None else score_threshold
+            for p in logits.sigmoid():
+                rows.append({"labels": [c for c, s in zip(classes, p.tolist()) if s >= threshold],
+                             "scores": {c: round(float(s), 6) for c, s in zip(classes, p.tolist())},
+                             "threshold": threshold})
+            return rows
+        probs = logits.softmax(1)
         for p in probs:
             scores, idx = p.topk(min(topk, len(classes)))
             rows.append({"label": classes[int(idx[0])], "score": float(scores[0]),

@@ -26,13 +26,17 @@ def cache_dir() -> Path:
 
 
 def cache_key(*, backbone: str, weights: str | None, preprocessing: dict, image_size: int, paths: list[Path],
-              channels: list[int] | None = None, stages: list[int] | None = None) -> str:
+              channels: list[int] | None = None, stages: list[int] | None = None,
+              labels: list | None = None) -> str:
     """`channels` (the backbone's stage channels) ties the key to the architecture too, so a
     backbone whose layout changed between versions never reads stale features; `stages`: the
     stages pooled (None: the deepest only). File names are hashed as bytes (`os.fsencode`), so a
-    name that is not valid UTF-8 (surrogate-escaped by Python) keys like any other."""
+    name that is not valid UTF-8 (surrogate-escaped by Python) keys like any other. `labels`: the
+    targets cached beside the features, when they are not implied by the paths (multi-label CSVs)."""
     h = hashlib.sha256()
     h.update(json.dumps([backbone, weights, preprocessing, image_size, channels, stages]).encode())
+    if labels is not None:
+        h.update(json.dumps(labels).encode())
     for p in paths:
         st = os.stat(p)
         # surrogateescape: a file name that is not UTF-8 (Latin-1 from an old camera) keys by its raw bytes

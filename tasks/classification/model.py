@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from vision_transfer.backbones.base import Backbone
-from vision_transfer.engine.losses import ClassificationLoss
+from vision_transfer.engine.losses import ClassificationLoss, MultiLabelLoss
 from vision_transfer.errors import VTError
 
 from .heads import HEADS, PooledHead, StagePooledHead
@@ -21,6 +21,7 @@ class Classifier(nn.Module):
         self.backbone, self.head, self.label_smoothing = backbone, head, label_smoothing
         self.head_args: dict = {}   # how build_classifier made the head: lets use_stages rebuild it
         self.criterion = criterion   # None: plain cross-entropy with label_smoothing
+        self.multilabel = False      # True: one sigmoid per class (data.multilabel), criterion MultiLabelLoss
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """`(N, 3, H, W)` normalised images -> `(N, num_classes)` logits."""
@@ -66,11 +67,16 @@ def _head_on_stages(backbone: Backbone, stages: list[int] | None, *, num_classes
 def build_classifier(*, backbone: Backbone, num_classes: int, head: Any = "linear", dropout: float = 0.0,
                      hidden_dim: int | None = None, label_smoothing: float = 0.0,
                      probe_layers: list[int] | None = None, loss: str = "ce",
-                     class_weights: list[float] | None = None, focal_gamma: float = 2.0, **_: Any) -> Classifier:
+                     class_weights: list[float] | None = None, focal_gamma: float = 2.0, multilabel: bool = False,
+                     **_: Any) -> Classifier:
     """`probe_layers`: stage numbers whose pooled maps the head reads (None: the deepest map);
-    `loss`: ce | focal, with `class_weights` (None: plain cross-entropy with label smoothing)."""
-    if num_classes < 2:
+    `loss`: ce | focal, with `class_weights` (None: plain cross-entropy with label smoothing);
+    `multilabel`: the logits are read one sigmoid per class, trained with binary cross-entropy."""
+    if num_classes < (1 if multilabel else 2):
         raise VTError(f"classification needs at least 2 classes, got {num_classes}")
+    if multilabel and (loss != "ce" or class_weights is not None):
+        raise VTError("data.multilabel=true trains with binary cross-entropy: train.loss=focal and "
+                      "train.class_weights are for single-label classification")
     if backbone.out_indices[-1] != len(backbone.stage_info) - 1:   # the deepest map (a ViT's maps are not its stages)
         backbone.out_indices = (*backbone.out_indices, len(backbone.stage_info) - 1)
     options = {"dropout": dropout, "hidden_dim": hidden_dim}
@@ -79,6 +85,9 @@ def build_classifier(*, backbone: Backbone, num_classes: int, head: Any = "linea
     if loss != "ce" or class_weights is not None:
         criterion = ClassificationLoss(num_classes=num_classes, loss=loss, class_weights=class_weights,
                                        label_smoothing=label_smoothing, focal_gamma=focal_gamma)
+    if multilabel:
+        criterion = MultiLabelLoss(label_smoothing=label_smoothing)
     model = Classifier(backbone, h, label_smoothing=label_smoothing, criterion=criterion)
+    model.multilabel = multilabel
     model.head_args = {"head": head, "num_classes": num_classes, "options": options}
     return model

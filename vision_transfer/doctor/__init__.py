@@ -42,7 +42,7 @@ def run_doctor(cfg: Any, *, out: str | Path) -> dict:
     report.reset()
     from ..defaults import resolve_defaults
 
-    task = get_task(cfg.task)
+    task = get_task(cfg.task).configured(cfg)
     cfg = resolve_defaults(cfg, task)   # the image size, head and augmentation vt train would use
     image_size = cfg.train.image_size
     result: dict[str, Any] = {"task": cfg.task, "findings": [], "splits": {}, "stats": {}}
@@ -82,12 +82,18 @@ def _preprocessing():
 
 def _classification(splits, cfg, task, image_size, result) -> dict[str, list]:
     out = {}
+    multilabel = bool(cfg.data.multilabel)
     for name, ds in (("train", splits.train), ("val", splits.val)):
         if ds is None:
             continue
-        counts = checks.class_counts([t["label"] for t in ds.targets], splits.classes)
-        result["splits"][name] = {"per_class": counts}
+        # multi-label: images holding each class (an image counts for every label it has)
+        labels = [int(i) for t in ds.targets for i in np.flatnonzero(t["label"])] if multilabel \
+            else [t["label"] for t in ds.targets]
+        result["splits"][name] = {"per_class": checks.class_counts(labels, splits.classes)}
         out[name] = list(ds.paths)
+    if multilabel:   # the imbalance keys (class weights, focal, balanced sampler) are single-label
+        result["stats"]["suggested_class_weights"] = None
+        return out
     found, weights = checks.balance(result["splits"]["train"]["per_class"], "images")
     result["findings"] += found
     result["stats"]["suggested_class_weights"] = weights

@@ -6,6 +6,7 @@
 - `focal_cross_entropy`: softmax focal loss (Lin et al. 2017): cross-entropy scaled by
   `(1 - p_t) ** gamma`, so well-classified samples (the many easy majority ones) weigh less.
 - `ClassificationLoss`: what a classifier's `criterion` is (weights, label smoothing, focal).
+- `MultiLabelLoss`: a multi-label classifier's criterion (one sigmoid per class, binary cross-entropy).
 """
 from __future__ import annotations
 
@@ -76,3 +77,18 @@ class ClassificationLoss(nn.Module):
             return focal_cross_entropy(logits, labels, gamma=self.gamma, weight=self.weight,
                                        label_smoothing=self.label_smoothing)
         return F.cross_entropy(logits, labels, weight=self.weight, label_smoothing=self.label_smoothing)
+
+
+class MultiLabelLoss(nn.Module):
+    """`loss(logits (N, C), targets (N, C) in {0, 1}) -> scalar`: binary cross-entropy with logits,
+    averaged over images and classes; `label_smoothing` moves the targets to eps/2 and 1 - eps/2."""
+
+    def __init__(self, *, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        targets = targets.to(logits.dtype)
+        if self.label_smoothing:
+            targets = targets * (1 - self.label_smoothing) + self.label_smoothing / 2
+        return F.binary_cross_entropy_with_logits(logits, targets)

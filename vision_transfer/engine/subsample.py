@@ -36,13 +36,15 @@ class TrainSubset(Subset):
 
 def image_classes(dataset: Dataset) -> list[set[int]]:
     """The classes present in each image, read from targets where the dataset keeps them
-    (`targets[i]["label"]` or `["labels"]`), else from masks (`dataset.load(i) -> (image, mask)`)."""
+    (`targets[i]["label"]`, a class or a multi-hot vector, or `["labels"]`), else from masks (`dataset.load(i) -> (image, mask)`)."""
     targets = getattr(dataset, "targets", None)
     if targets is not None:
         out = []
         for t in targets:
-            if "label" in t:
+            if "label" in t and np.ndim(t["label"]) == 0:
                 out.append({int(t["label"])})
+            elif "label" in t:   # multi-hot (multi-label classification)
+                out.append({int(v) for v in np.flatnonzero(np.asarray(t["label"]))})
             else:
                 out.append({int(v) for v in np.asarray(t["labels"]).reshape(-1)})
         return out
