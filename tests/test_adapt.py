@@ -309,3 +309,20 @@ def test_detection_source_only_is_measurably_worse_on_a_textured_target(tmp_path
     summary = json.loads((tmp_path / "run/summary.json").read_text())
     source, target = summary["metrics"]["AP50"], summary["target_metrics"]["AP50"]
     assert source > 0.2 and target < source - 0.1, (source, target)
+
+
+@pytest.mark.parametrize("target_bn", ["running", "batch"])
+def test_target_pass_batchnorm_reads_running_or_batch_statistics(target_bn):
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    from vision_transfer.adapt.trainer import AdaptModule
+    from vision_transfer.task import get_task
+
+    model = vt.build_model("classification", backbone="mobilenet_v3_small", weights=None, num_classes=3)
+    module = AdaptModule(model, get_task("classification"), method="dann", num_classes=3, total_steps=10,
+                         target_bn=target_bn).train()
+    bn = next(m for m in module.backbone.modules() if isinstance(m, _BatchNorm))
+    before = bn.running_mean.clone()
+    module._target_forward(torch.randn(4, 3, 32, 32) + 3.0)
+    assert bn.training                                          # the source's train mode is back
+    assert torch.equal(bn.running_mean, before) == (target_bn == "running")

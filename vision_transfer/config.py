@@ -203,9 +203,10 @@ class AdaptConfig(_Section):
     target: AdaptTargetConfig = Field(default_factory=AdaptTargetConfig)
     weight: float = Field(1.0, ge=0.0)     # trade-off of the domain loss against the task loss
     select: Literal["source_val", "snd"] = "source_val"   # what picks best.pt; snd: label-free (classification)
-    # BatchNorm in the target pass: running = the source's running statistics (as at test time);
-    # batch = the target batch's own statistics, running averages updated by both domains (Ganin et al.)
-    target_bn: Literal["running", "batch"] = "running"
+    # BatchNorm in the target pass: batch = the target batch's own statistics, running averages
+    # updated by both domains (Ganin et al.; digits -> digits-M: DANN 0.53 vs 0.29 with running);
+    # running = the source's running statistics, left alone (as at test time)
+    target_bn: Literal["batch", "running"] = "batch"
     diagnostics: bool = True               # proxy A-distance before/after and the PCA plot
     diagnostic_images: int = Field(400, ge=10)   # per domain, for those diagnostics
 
