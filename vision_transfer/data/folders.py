@@ -53,20 +53,25 @@ def read_image_folder(root: str | os.PathLike, *, classes: list[str] | None = No
     return LabelledImages(paths, labels, names)
 
 
+def _csv_rows(path: Path, *, expected: str) -> tuple[list[dict], dict[str, str], str | None]:
+    """The rows of a labels CSV, its columns by lower-cased name, and its path column (or None)."""
+    if not path.is_file():
+        raise VTError(f"CSV file {path} does not exist")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise VTError(f"{path} has no rows (expected a header `{expected}` and one row per image)")
+    cols = {c.strip().lower(): c for c in rows[0].keys() if c}
+    return rows, cols, next((cols[c] for c in ("path", "image", "file", "filename") if c in cols), None)
+
+
 def read_csv(path: str | os.PathLike, *, root: str | os.PathLike | None = None,
              classes: list[str] | None = None) -> LabelledImages:
     """A CSV with a header naming `path` (or `image`/`file`) and `label` columns; paths relative
     to `root` (default: the CSV's folder)."""
     path = Path(path)
-    if not path.is_file():
-        raise VTError(f"CSV file {path} does not exist")
     base = Path(root) if root else path.parent
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise VTError(f"{path} has no rows (expected a header `path,label` and one row per image)")
-    cols = {c.strip().lower(): c for c in rows[0].keys() if c}
-    pcol = next((cols[c] for c in ("path", "image", "file", "filename") if c in cols), None)
+    rows, cols, pcol = _csv_rows(path, expected="path,label")
     lcol = next((cols[c] for c in ("label", "class", "category") if c in cols), None)
     if pcol is None or lcol is None:
         raise VTError(f"{path}: the header must name a path column and a label column (path,label); got {list(cols)}")
@@ -116,15 +121,8 @@ def read_multilabel_csv(path: str | os.PathLike, *, root: str | os.PathLike | No
     - `path,<class 1>,<class 2>,...`: one 0/1 column per class, classes in column order.
     """
     path = Path(path)
-    if not path.is_file():
-        raise VTError(f"CSV file {path} does not exist")
     base = Path(root) if root else path.parent
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise VTError(f"{path} has no rows (expected a header `path,labels` and one row per image)")
-    cols = {c.strip().lower(): c for c in rows[0].keys() if c}
-    pcol = next((cols[c] for c in ("path", "image", "file", "filename") if c in cols), None)
+    rows, cols, pcol = _csv_rows(path, expected="path,labels")
     if pcol is None:
         raise VTError(f"{path}: the header must name a path column (path,labels or path,<class>,...); "
                       f"got {list(cols)}")
