@@ -257,14 +257,16 @@ def evaluate_checkpoint(task_name: str, *, checkpoint: str | os.PathLike, config
     with. Writes `OUT/metrics.json`, the task's plots and a report; returns the metrics.
     `multitask`: the head `head` (or key multitask.head) through its own task's path (default OUT:
     RUN/eval-NAME)."""
-    head, overrides = _head_of(head, overrides)
+    from .multitask.checkpoint import head_of, no_head
+
+    head, overrides = head_of(head, overrides)
     if task_name == "multitask":
         from .multitask.checkpoint import default_eval_dir, single_head_file
 
         with single_head_file(checkpoint, head) as (sub, path, name):
             return evaluate_checkpoint(sub, checkpoint=path, config=config, overrides=overrides, device=device,
                                        out=out or default_eval_dir(checkpoint, name))
-    _no_head(task_name, head)
+    no_head(task_name, head)
     task = get_task(task_name)
     ckpt_cfg = read_checkpoint(checkpoint, task=task_name).get("config", {})
     base = {"data": ckpt_cfg.get("data", {}), "train": {"seed": ckpt_cfg.get("train", {}).get("seed", 0)}}
@@ -298,22 +300,6 @@ def evaluate_checkpoint(task_name: str, *, checkpoint: str | os.PathLike, config
     return metrics
 
 
-def _no_head(task: str, head: str | None) -> None:
-    if head is not None:
-        raise VTError(f"--task {head} (multitask.head) picks a head of a multitask checkpoint; a {task} "
-                      "checkpoint has one head: drop it")
-
-
-def _head_of(head: str | None, overrides: list[str] | dict | None) -> tuple[str | None, list[str] | dict | None]:
-    """`head`, else the key multitask.head of `overrides`; and the overrides without it."""
-    if isinstance(overrides, dict):
-        rest = {k: v for k, v in overrides.items() if k != "multitask.head"}
-        return head or overrides.get("multitask.head"), rest
-    rest = [o for o in overrides or [] if o.partition("=")[0].strip() != "multitask.head"]
-    given = [o.partition("=")[2].strip() for o in overrides or [] if o not in rest]
-    return head or (given[-1] if given else None), rest
-
-
 def _preprocessing(meta: dict):
     from .backbones.base import Preprocessing
 
@@ -345,13 +331,13 @@ def predict(task: str, *, checkpoint: str | os.PathLike, inputs: list[str], out:
     from .engine.device import amp_dtype
     from .engine.predict import predict_images
 
-    if task == "multitask":   # one head (options["head"]) through its own task's path
-        from .multitask.checkpoint import single_head_file
+    from .multitask.checkpoint import no_head, single_head_file
 
+    if task == "multitask":   # one head (options["head"]) through its own task's path
         with single_head_file(checkpoint, options.pop("head", None)) as (sub, path, _name):
             return predict(sub, checkpoint=path, inputs=inputs, out=out, device=device, batch_size=batch_size,
                            **options)
-    _no_head(task, options.pop("head", None))
+    no_head(task, options.pop("head", None))
     t = get_task(task)
     if Path(checkpoint).suffix.lower() == ".onnx":   # an exported model: ONNX Runtime behind the same call
         from .export.runtime import load_onnx

@@ -282,10 +282,9 @@ def _run(args: argparse.Namespace, overrides: list[str]) -> int:
         return 0
     if cmd == "predict":
         from .api import predict
+        from .multitask.checkpoint import head_of
 
-        from .api import _head_of
-
-        head, _ = _head_of(args.head, overrides)
+        head, _ = head_of(args.head, overrides)
         options = {k: v for k, v in (("score_threshold", args.score_threshold), ("topk", args.topk),
                                      ("head", head)) if v is not None}
         predict(args.task, checkpoint=args.checkpoint, inputs=args.inputs, out=args.out,

@@ -38,6 +38,6 @@ def export_command(args: argparse.Namespace) -> int:
 
 def _head(args: argparse.Namespace) -> str | None:
     """--task NAME, else the key multitask.head=NAME."""
-    from ..api import _head_of
+    from ..multitask.checkpoint import head_of
 
-    return _head_of(getattr(args, "head", None), list(getattr(args, "overrides", None) or []))[0]
+    return head_of(getattr(args, "head", None), list(getattr(args, "overrides", None) or []))[0]

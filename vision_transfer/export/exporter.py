@@ -58,8 +58,9 @@ def export_checkpoint(task: str, *, checkpoint: str | os.PathLike, fmt: str, out
         side.update(source_checkpoint=str(checkpoint), multitask_head=name)
         write_json(sidecar_path(out), side)
         return side
-    if head is not None:
-        raise VTError(f"--task {head} picks a head of a multitask checkpoint; a {task} checkpoint has one head")
+    from ..multitask.checkpoint import no_head
+
+    no_head(task, head)
     if fmt not in FORMATS:
         raise VTError(f"--format {fmt!r} is not supported; valid: {', '.join(FORMATS)}")
     if batch < 1:

@@ -21,6 +21,23 @@ from torch import nn
 from ..errors import VTError
 
 
+def no_head(task: str, head: str | None) -> None:
+    """A one-line error when `--task NAME` (multitask.head) is given for a single-task checkpoint."""
+    if head is not None:
+        raise VTError(f"--task {head} (multitask.head) picks a head of a multitask checkpoint; a {task} "
+                      "checkpoint has one head: drop it")
+
+
+def head_of(head: str | None, overrides: list[str] | dict | None) -> tuple[str | None, list[str] | dict | None]:
+    """`head`, else the key multitask.head of `overrides`; and the overrides without it."""
+    if isinstance(overrides, dict):
+        rest = {k: v for k, v in overrides.items() if k != "multitask.head"}
+        return head or overrides.get("multitask.head"), rest
+    rest = [o for o in overrides or [] if o.partition("=")[0].strip() != "multitask.head"]
+    given = [o.partition("=")[2].strip() for o in overrides or [] if o not in rest]
+    return head or (given[-1] if given else None), rest
+
+
 def rebuild(ckpt: dict) -> nn.Module:
     """The `MultiTaskModel` of a checkpoint, with its weights."""
     from ..backbones import create_backbone
